@@ -1,0 +1,55 @@
+//! The API's error: a code from the shared table and a message safe to show the caller.
+//!
+//! Internal faults are logged with the request id and answered with a generic message;
+//! an `ApiError` message must never carry a secret, a token, a SQL statement or a path
+//! on the server.
+
+use model::{Code, Invalid};
+use store::StoreError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(Code::BadRequest, message)
+    }
+    pub fn denied(action: &str, scope: &model::Scope) -> ApiError {
+        ApiError::new(
+            Code::PermissionDenied,
+            format!("permission denied: {action} on {scope}"),
+        )
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        ApiError::new(e.code, e.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let code = e.code();
+        match code {
+            Code::Unavailable | Code::Internal => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::new(
+                    code,
+                    "the store failed to serve the request; see the server log",
+                )
+            }
+            _ => ApiError::new(code, e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The OpenAPI 3 document of the API, generated from the route table plus the schemas
+//! below, served at `/v1/openapi.json`. Tests check real responses against it.
+//!
+//! When a request or response type in `model::types` changes, its schema here must change
+//! with it; the end-to-end tests validate live responses against these schemas.
+
+use serde_json::{json, Map, Value};
+
+use crate::routes::{query_params, Op, ROUTES};
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn list_of(name: &str) -> Value {
+    json!({ "type": "object", "additionalProperties": false, "required": ["items"],
+            "properties": { "items": { "type": "array", "items": r(name) } } })
+}
+
+/// (request body schema, success status, response schema) of each operation.
+fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
+    use Op::*;
+    match op {
+        Health => (None, 200, Some(r("Health"))),
+        OpenApi => (None, 200, Some(json!({ "type": "object" }))),
+        Status => (None, 200, Some(r("Status"))),
+        Whoami => (None, 200, Some(r("Whoami"))),
+        ListTenants => (None, 200, Some(list_of("Tenant"))),
+        CreateTenant => (Some(r("CreateTenant")), 201, Some(r("Tenant"))),
+        GetTenant => (None, 200, Some(r("Tenant"))),
+        ListEnvironments => (None, 200, Some(list_of("Environment"))),
+        CreateEnvironment => (Some(r("CreateEnvironment")), 201, Some(r("Environment"))),
+        GetEnvironment => (None, 200, Some(r("Environment"))),
+        ListPlatformAccounts | ListTenantAccounts => (None, 200, Some(list_of("Account"))),
+        CreatePlatformAccount | CreateTenantAccount => {
+            (Some(r("CreateAccount")), 201, Some(r("Account")))
+        }
+        GetPlatformAccount | GetTenantAccount => (None, 200, Some(r("Account"))),
+        ListTokens => (None, 200, Some(list_of("TokenInfo"))),
+        CreateToken => (Some(r("CreateToken")), 201, Some(r("NewToken"))),
+        GetToken | RevokeToken => (None, 200, Some(r("TokenInfo"))),
+        ListGrants => (None, 200, Some(list_of("Grant"))),
+        CreateGrant => (Some(r("GrantRole")), 201, Some(r("Grant"))),
+        ListAuditEvents => (None, 200, Some(list_of("AuditEvent"))),
+        VerifyAudit => (None, 200, Some(r("VerifyReport"))),
+        DeleteTenant
+        | DeleteEnvironment
+        | DeletePlatformAccount
+        | DeleteTenantAccount
+        | DeleteGrant => (None, 204, None),
+    }
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "additionalProperties": false, "required": required, "properties": props })
+}
+
+fn schemas() -> Value {
+    let name = json!({ "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" });
+    let principal =
+        json!({ "type": "string", "description": "`NAME` (platform account) or `TENANT/NAME`" });
+    let scope = json!({ "type": "string", "description": "`platform`, `TENANT` or `TENANT/ENV`" });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let time_or_null = json!({ "type": ["string", "null"], "format": "date-time" });
+    let role = json!({ "type": "string", "enum": ["admin", "operator", "developer", "viewer", "auditor"] });
+    let kind = json!({ "type": "string", "enum": ["production", "certification", "staging", "development"] });
+    let text = json!({ "type": "string" });
+    let int = json!({ "type": "integer" });
+    let token_props = json!({
+        "id": text, "account": principal, "description": text, "created_at": time,
+        "created_by": text, "expires_at": time_or_null, "revoked_at": time_or_null
+    });
+    let mut new_token_props = token_props.clone();
+    new_token_props["token"] = json!({ "type": "string", "description": "the secret, shown once" });
+    let token_req = [
+        "id",
+        "account",
+        "description",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "revoked_at",
+    ];
+    let mut new_token_req = token_req.to_vec();
+    new_token_req.push("token");
+    json!({
+        "Error": obj(&["error"], json!({ "error": obj(&["code", "message"], json!({ "code": text, "message": text })) })),
+        "Health": obj(&["status", "version"], json!({ "status": text, "version": text })),
+        "Status": obj(&["version", "store", "uptime_seconds", "counts"], json!({
+            "version": text, "store": text, "uptime_seconds": int,
+            "counts": obj(&["tenants", "environments", "accounts", "tokens", "grants", "audit_events"], json!({
+                "tenants": int, "environments": int, "accounts": int, "tokens": int, "grants": int, "audit_events": int
+            }))
+        })),
+        "RoleOn": obj(&["role", "scope"], json!({ "role": role, "scope": scope })),
+        "Whoami": obj(&["principal", "roles"], json!({ "principal": principal, "roles": { "type": "array", "items": r("RoleOn") } })),
+        "Tenant": obj(&["name", "created_at", "created_by"], json!({ "name": name, "created_at": time, "created_by": text })),
+        "CreateTenant": obj(&["name"], json!({ "name": name })),
+        "Environment": obj(&["tenant", "name", "kind", "created_at", "created_by"], json!({
+            "tenant": name, "name": name, "kind": kind, "created_at": time, "created_by": text })),
+        "CreateEnvironment": obj(&["name", "kind"], json!({ "name": name, "kind": kind })),
+        "Account": obj(&["name", "description", "created_at", "created_by"], json!({
+            "name": principal, "description": text, "created_at": time, "created_by": text })),
+        "CreateAccount": obj(&["name"], json!({ "name": principal, "description": { "type": "string", "maxLength": 256 } })),
+        "TokenInfo": obj(&token_req, token_props),
+        "NewToken": obj(&new_token_req, new_token_props),
+        "CreateToken": obj(&["account", "ttl_seconds"], json!({
+            "account": principal, "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": model::types::MAX_TOKEN_TTL_SECONDS },
+            "description": { "type": "string", "maxLength": 256 } })),
+        "Grant": obj(&["role", "principal", "scope", "created_at", "created_by"], json!({
+            "role": role, "principal": principal, "scope": scope, "created_at": time, "created_by": text })),
+        "GrantRole": obj(&["role", "principal", "scope"], json!({ "role": role, "principal": principal, "scope": scope })),
+        "AuditEvent": obj(&["seq", "time", "principal", "action", "resource", "scope", "outcome", "request_id", "source", "detail", "prev_hash", "hash"], json!({
+            "seq": int, "time": time, "principal": text, "action": text, "resource": text, "scope": text,
+            "outcome": { "type": "string", "enum": ["success", "denied", "unauthenticated", "failed"] },
+            "request_id": text, "source": text, "detail": text, "prev_hash": text, "hash": text })),
+        "VerifyReport": obj(&["intact", "events", "first_bad_seq", "problem"], json!({
+            "intact": { "type": "boolean" }, "events": int,
+            "first_bad_seq": { "type": ["integer", "null"] }, "problem": { "type": ["string", "null"] } })),
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let (req, status, resp) = io(route.op);
+        let mut params: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        for q in query_params(route.op) {
+            params.push(json!({ "name": q, "in": "query", "required": route.op == Op::DeleteGrant, "schema": { "type": "string" } }));
+        }
+        let mut responses = Map::new();
+        let mut ok = json!({ "description": "success" });
+        if let Some(s) = resp {
+            ok["content"] = json!({ "application/json": { "schema": s } });
+        }
+        responses.insert(status.to_string(), ok);
+        responses.insert(
+            "default".into(),
+            json!({ "description": "error", "content": { "application/json": { "schema": r("Error") } } }),
+        );
+        let mut op = json!({
+            "operationId": format!("{}:{}", route.method.to_lowercase(), route.path),
+            "summary": route.summary,
+            "x-audit-action": route.id,
+            "parameters": params,
+            "responses": responses,
+        });
+        if !matches!(route.op, Op::Health | Op::OpenApi) {
+            op["security"] = json!([{ "bearer": [] }]);
+        }
+        if let Some(s) = req {
+            op["requestBody"] =
+                json!({ "required": true, "content": { "application/json": { "schema": s } } });
+        }
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[route.method.to_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Gantry control API", "version": crate::VERSION },
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
+        }
+    })
+}

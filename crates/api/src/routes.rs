@@ -1,0 +1,157 @@
+//! The route table: every operation of the API, its method and path pattern. The router
+//! matches requests against it and the OpenAPI document is generated from it, so the two
+//! cannot disagree.
+
+/// One operation of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Health,
+    OpenApi,
+    Status,
+    Whoami,
+    ListTenants,
+    CreateTenant,
+    GetTenant,
+    DeleteTenant,
+    ListEnvironments,
+    CreateEnvironment,
+    GetEnvironment,
+    DeleteEnvironment,
+    ListPlatformAccounts,
+    CreatePlatformAccount,
+    GetPlatformAccount,
+    DeletePlatformAccount,
+    ListTenantAccounts,
+    CreateTenantAccount,
+    GetTenantAccount,
+    DeleteTenantAccount,
+    ListTokens,
+    CreateToken,
+    GetToken,
+    RevokeToken,
+    ListGrants,
+    CreateGrant,
+    DeleteGrant,
+    ListAuditEvents,
+    VerifyAudit,
+}
+
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub op: Op,
+    /// The operation id in the OpenAPI document, and the audit action name.
+    pub id: &'static str,
+    pub summary: &'static str,
+}
+
+macro_rules! routes {
+    ($( $m:literal $p:literal => $op:ident, $id:literal, $sum:literal; )*) => {
+        pub const ROUTES: &[Route] = &[ $( Route { method: $m, path: $p, op: Op::$op, id: $id, summary: $sum } ),* ];
+    };
+}
+
+routes! {
+    "GET" "/v1/health" => Health, "health.read", "Liveness and version (no token needed)";
+    "GET" "/v1/openapi.json" => OpenApi, "openapi.read", "This document (no token needed)";
+    "GET" "/v1/status" => Status, "status.read", "Server version, store, uptime and counts";
+    "GET" "/v1/whoami" => Whoami, "whoami.read", "The calling principal and its roles";
+    "GET" "/v1/tenants" => ListTenants, "tenant.list", "Tenants the caller can see";
+    "POST" "/v1/tenants" => CreateTenant, "tenant.create", "Create a tenant";
+    "GET" "/v1/tenants/{tenant}" => GetTenant, "tenant.read", "Show a tenant";
+    "DELETE" "/v1/tenants/{tenant}" => DeleteTenant, "tenant.delete", "Delete an empty tenant";
+    "GET" "/v1/tenants/{tenant}/environments" => ListEnvironments, "environment.list", "Environments of a tenant the caller can see";
+    "POST" "/v1/tenants/{tenant}/environments" => CreateEnvironment, "environment.create", "Create an environment";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}" => GetEnvironment, "environment.read", "Show an environment";
+    "DELETE" "/v1/tenants/{tenant}/environments/{environment}" => DeleteEnvironment, "environment.delete", "Delete an environment that holds nothing";
+    "GET" "/v1/accounts" => ListPlatformAccounts, "account.list", "Platform accounts";
+    "POST" "/v1/accounts" => CreatePlatformAccount, "account.create", "Create a platform account";
+    "GET" "/v1/accounts/{account}" => GetPlatformAccount, "account.read", "Show a platform account";
+    "DELETE" "/v1/accounts/{account}" => DeletePlatformAccount, "account.delete", "Delete a platform account with its tokens and roles";
+    "GET" "/v1/tenants/{tenant}/accounts" => ListTenantAccounts, "account.list", "Service accounts of a tenant";
+    "POST" "/v1/tenants/{tenant}/accounts" => CreateTenantAccount, "account.create", "Create a service account in a tenant";
+    "GET" "/v1/tenants/{tenant}/accounts/{account}" => GetTenantAccount, "account.read", "Show a tenant's service account";
+    "DELETE" "/v1/tenants/{tenant}/accounts/{account}" => DeleteTenantAccount, "account.delete", "Delete a tenant's service account with its tokens and roles";
+    "GET" "/v1/tokens" => ListTokens, "token.list", "Tokens (metadata only) the caller can see";
+    "POST" "/v1/tokens" => CreateToken, "token.create", "Create a token; the secret is returned once";
+    "GET" "/v1/tokens/{token}" => GetToken, "token.read", "Show a token's metadata";
+    "POST" "/v1/tokens/{token}/revoke" => RevokeToken, "token.revoke", "Revoke a token";
+    "GET" "/v1/grants" => ListGrants, "role.list", "Role grants the caller can see";
+    "POST" "/v1/grants" => CreateGrant, "role.grant", "Grant a role on a scope";
+    "DELETE" "/v1/grants" => DeleteGrant, "role.revoke", "Revoke a role on a scope";
+    "GET" "/v1/audit/events" => ListAuditEvents, "audit.list", "Audit events the caller can read";
+    "GET" "/v1/audit/verify" => VerifyAudit, "audit.verify", "Verify the audit hash chain";
+}
+
+/// The query parameters an operation accepts; any other is refused with 400.
+pub fn query_params(op: Op) -> &'static [&'static str] {
+    match op {
+        Op::ListTokens => &["account"],
+        Op::ListGrants => &["scope", "principal"],
+        Op::DeleteGrant => &["role", "principal", "scope"],
+        Op::ListAuditEvents => &["tenant", "principal", "action", "since", "after", "limit"],
+        _ => &[],
+    }
+}
+
+/// The outcome of matching a method and path.
+pub enum Match<'a> {
+    Found(&'static Route, Vec<&'a str>),
+    /// The path exists with other methods.
+    WrongMethod(Vec<&'static str>),
+    NotFound,
+}
+
+/// Matches `path` against the table; `{x}` segments match one non-empty segment.
+pub fn route<'a>(method: &str, path: &'a str) -> Match<'a> {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let mut methods = Vec::new();
+    for r in ROUTES {
+        let pat: Vec<&str> = r.path.split('/').collect();
+        if pat.len() != segs.len() {
+            continue;
+        }
+        let mut params = Vec::new();
+        let matched = pat.iter().zip(&segs).all(|(p, s)| {
+            if p.starts_with('{') {
+                params.push(*s);
+                !s.is_empty()
+            } else {
+                p == s
+            }
+        });
+        if matched {
+            if r.method == method {
+                return Match::Found(r, params);
+            }
+            methods.push(r.method);
+        }
+    }
+    if methods.is_empty() {
+        Match::NotFound
+    } else {
+        Match::WrongMethod(methods)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_params() {
+        match route("GET", "/v1/tenants/acme/environments/staging") {
+            Match::Found(r, p) => {
+                assert_eq!(r.op, Op::GetEnvironment);
+                assert_eq!(p, vec!["acme", "staging"]);
+            }
+            _ => panic!("no match"),
+        }
+        assert!(matches!(route("PUT", "/v1/tenants"), Match::WrongMethod(_)));
+        assert!(matches!(route("GET", "/v1/nope"), Match::NotFound));
+        assert!(matches!(
+            route("GET", "/v1/tenants//environments"),
+            Match::NotFound
+        ));
+    }
+}

@@ -1,0 +1,366 @@
+//! Starting the control plane: data directory (locked against a second process), store,
+//! internal CA and server certificate, bootstrap admin, and the HTTPS accept loop with
+//! connection limits, timeouts and graceful shutdown.
+//!
+//! Must never start serving before the store is migrated, and never write the admin token
+//! anywhere but `<data>/admin.token` with mode 0600.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use model::types::Health;
+use model::Code;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{self, Ctx};
+use crate::error::ApiError;
+use crate::handlers::{self, Req};
+use crate::http::{self as h, Body};
+use crate::routes::{self, Match, Op};
+use crate::State;
+
+/// Typed configuration of the control plane (built by the binary from flags and env).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    /// `None`: SQLite in the data directory.
+    pub store_url: Option<String>,
+    /// Extra DNS names or addresses for the API certificate.
+    pub tls_names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another gantry process")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Most concurrent connections the API accepts; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// Longest time a handler may run.
+const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A started control plane.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The bootstrap admin token, only on the very first start.
+    pub admin_token: Option<String>,
+    pub store_description: String,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+    _lock: std::fs::File,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (bounded), closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let path = dir.join("gantry.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // flock is released by the kernel when the process dies, even on SIGKILL.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StartError::Locked(dir.to_path_buf()));
+        }
+    }
+    Ok(f)
+}
+
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let dir = &config.data_dir;
+    let dir_err = |source| StartError::DataDir {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(dir_err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+    }
+    let lock = lock_data_dir(dir)?;
+
+    let url = match &config.store_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", dir.join("gantry.db").display()),
+    };
+    let store = Arc::new(store::Store::open(&url).await?);
+
+    let ca = tls::InternalCa::load_or_create(dir)?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !config.api_addr.ip().is_unspecified() {
+        names.push(config.api_addr.ip().to_string());
+    }
+    for n in &config.tls_names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let tls_config = tls::server_config(tls::TlsPolicy::Compatible, ca.issue_server(&names)?)?;
+
+    let admin_token = match store.bootstrap().await? {
+        Some(t) => {
+            tls::write_private(
+                &dir.join("admin.token"),
+                format!("{}\n", t.token).as_bytes(),
+            )?;
+            Some(t.token)
+        }
+        None => None,
+    };
+
+    let listener = TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.api_addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.api_addr,
+        source,
+    })?;
+
+    let state = Arc::new(State {
+        store: store.clone(),
+        started: Instant::now(),
+        limiter: auth::AuthLimiter::default(),
+    });
+    let (tx, rx) = watch::channel(false);
+    let done = tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(tls_config),
+        state,
+        rx,
+    ));
+    Ok(Running {
+        addr,
+        admin_token,
+        store_description: store.describe().to_string(),
+        shutdown: tx,
+        done,
+        _lock: lock,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .max_header_list_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, peer, req).await) }
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10s; closing them");
+        }
+    }
+    state.store.close().await;
+}
+
+/// Serves one request: never fails, always answers JSON.
+async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let rid = h::request_id(req.headers());
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let (mut resp, principal) =
+        match tokio::time::timeout(HANDLER_TIMEOUT, dispatch(state, peer, &rid, req)).await {
+            Ok(r) => r,
+            Err(_) => (
+                h::error(&ApiError::new(
+                    Code::Unavailable,
+                    "the request took too long",
+                )),
+                String::new(),
+            ),
+        };
+    h::set_request_id(&mut resp, &rid);
+    tracing::info!(
+        request_id = %rid,
+        %method,
+        path = %model::name::truncate(&path),
+        status = resp.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        principal = %principal,
+        source = %peer,
+        "api request"
+    );
+    resp
+}
+
+async fn dispatch(
+    state: &State,
+    peer: SocketAddr,
+    rid: &str,
+    req: Request<Incoming>,
+) -> (Response<Body>, String) {
+    let path = req.uri().path().to_string();
+    let route = match routes::route(req.method().as_str(), &path) {
+        Match::Found(r, params) => (
+            r,
+            params.into_iter().map(str::to_string).collect::<Vec<_>>(),
+        ),
+        Match::WrongMethod(allowed) => {
+            let mut r = h::error(&ApiError::new(
+                Code::MethodNotAllowed,
+                format!(
+                    "{} is not allowed here; use {}",
+                    req.method(),
+                    allowed.join(", ")
+                ),
+            ));
+            if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+                r.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return (r, String::new());
+        }
+        Match::NotFound => {
+            let e = ApiError::new(Code::NotFound, "no such endpoint; see /v1/openapi.json");
+            return (h::error(&e), String::new());
+        }
+    };
+    let (route, params) = route;
+    match route.op {
+        Op::Health => {
+            let health = Health {
+                status: "ok".into(),
+                version: crate::VERSION.into(),
+            };
+            return (h::json(StatusCode::OK, &health), String::new());
+        }
+        Op::OpenApi => {
+            return (
+                h::json(StatusCode::OK, &crate::openapi::document()),
+                String::new(),
+            )
+        }
+        _ => {}
+    }
+    let (parts, body) = req.into_parts();
+    let who = match auth::authenticate(state, &parts.headers, peer, rid, route, &path).await {
+        Ok(w) => w,
+        Err(e) => return (h::error(&e), String::new()),
+    };
+    let principal = who.principal.to_string();
+    let ctx = Ctx {
+        state,
+        actor: store::Actor {
+            principal: principal.clone(),
+            request_id: rid.to_string(),
+            source: peer.to_string(),
+        },
+        who,
+        route,
+        path,
+    };
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+    let req = Req {
+        headers: parts.headers,
+        query: parts.uri.query().map(str::to_string),
+        body,
+    };
+    let resp = match handlers::call(&ctx, route.op, &params, req).await {
+        Ok(r) => r,
+        Err(e) => h::error(&e),
+    };
+    (resp, principal)
+}

@@ -1,0 +1,106 @@
+//! `gantry`: one binary for the whole product. This file only parses flags into typed
+//! configuration, builds the parts and runs them; everything else lives in the crates
+//! (see ARCHITECTURE.md).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Args, Command, LogFormat, UpArgs};
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match args.command {
+        Command::Up(ref up) => match rt.block_on(up_main(up.clone())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        _ => match rt.block_on(cli::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code.clamp(1, 255) as u8)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn up_main(up: UpArgs) -> anyhow::Result<()> {
+    init_logging(up.log_format);
+    let started = std::time::Instant::now();
+    let config = api::Config {
+        data_dir: up.data.clone(),
+        api_addr: up.api,
+        store_url: up.store.clone(),
+        tls_names: up.tls_names.clone(),
+    };
+    let running = api::start(config).await?;
+    if let Some(token) = &running.admin_token {
+        // Printed once, on the very first start; also in <data>/admin.token (0600).
+        println!(
+            "first start: admin token (also in {}):",
+            up.data.join("admin.token").display()
+        );
+        println!("{token}");
+    }
+    tracing::info!(
+        api = %format!("https://{}", running.addr),
+        store = %running.store_description,
+        ca = %up.data.join("ca.pem").display(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "gantry is ready"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,240 @@
+//! The store: the one place desired state and the audit trail live, with two engines behind
+//! one interface: SQLite (embedded default, WAL, synchronous=FULL) and PostgreSQL.
+//!
+//! Every mutation runs in one transaction that also appends its audit event to the hash
+//! chain: no change without its event, no event without its change. Writers are serialized
+//! (an in-process lock, plus a row lock on the chain head on PostgreSQL so several control
+//! planes can share one database).
+//!
+//! This crate must never decide who may do what (that is the API's job with
+//! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
+
+pub mod audit;
+mod principals;
+mod schema;
+mod tenancy;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use model::clock::{Clock, SystemClock};
+use model::Code;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use time::OffsetDateTime;
+
+pub use audit::{chain_hash, GENESIS_HASH};
+pub use principals::Authenticated;
+
+/// The store's error. `code()` maps it onto the shared error-code table.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("invalid store URL: {0}")]
+    BadUrl(String),
+    /// The engine failed. Displayed with its cause (not chained as a `source`, so that
+    /// printing the chain does not repeat it).
+    #[error("store error: {0}")]
+    Backend(sqlx::Error),
+    #[error("store holds data this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn code(&self) -> Code {
+        match self {
+            StoreError::NotFound(_) => Code::NotFound,
+            StoreError::AlreadyExists(_) => Code::AlreadyExists,
+            StoreError::Conflict(_) => Code::Conflict,
+            StoreError::Unprocessable(_) => Code::Unprocessable,
+            StoreError::BadUrl(_) => Code::InvalidArgument,
+            StoreError::Backend(_) => Code::Unavailable,
+            StoreError::Corrupt(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Backend(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+/// Who is doing something, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Principal name, `system` for Gantry itself, `anonymous` when unauthenticated.
+    pub principal: String,
+    pub request_id: String,
+    /// Remote address of the request.
+    pub source: String,
+}
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor {
+            principal: "system".into(),
+            request_id: String::new(),
+            source: "local".into(),
+        }
+    }
+}
+
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+    /// Serializes writers inside this process (SQLite allows one writer; on PostgreSQL it
+    /// avoids queueing every writer on the chain-head row lock).
+    write_lock: tokio::sync::Mutex<()>,
+    clock: Arc<dyn Clock>,
+    url_display: String,
+}
+
+impl Store {
+    /// Opens (and migrates) the store at `url`: `sqlite://PATH` or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Store> {
+        Store::open_with_clock(url, Arc::new(SystemClock)).await
+    }
+
+    pub async fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (engine, url_display) = if let Some(path) = url.strip_prefix("sqlite://") {
+            (Engine::Sqlite, format!("sqlite ({path})"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Engine::Postgres, format!("postgres ({})", redact_url(url)))
+        } else {
+            return Err(StoreError::BadUrl(format!(
+                "{}: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact_url(url)
+            )));
+        };
+        let opts = AnyConnectOptions::from_str(&connect_url(engine, url))
+            .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact_url(url))))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match engine {
+                Engine::Sqlite => 4,
+                Engine::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        let store = Store {
+            pool,
+            engine,
+            write_lock: tokio::sync::Mutex::new(()),
+            clock,
+            url_display,
+        };
+        schema::migrate(&store).await?;
+        Ok(store)
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// A description of the store safe to show (no password).
+    pub fn describe(&self) -> &str {
+        &self.url_display
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. It must end with `WriteTx::commit`, which appends the
+    /// audit event; dropping it rolls everything back.
+    async fn begin_write(&self) -> Result<WriteTx<'_>> {
+        let guard = self.write_lock.lock().await;
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx {
+            _guard: guard,
+            tx,
+            store: self,
+        })
+    }
+}
+
+/// An open write transaction holding the writer lock.
+pub(crate) struct WriteTx<'a> {
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+    pub(crate) tx: Transaction<'static, Any>,
+    store: &'a Store,
+}
+
+impl WriteTx<'_> {
+    /// Appends the audit event for this change and commits both together.
+    pub(crate) async fn commit(mut self, actor: &Actor, event: audit::NewEvent) -> Result<()> {
+        let now = self.store.clock.now();
+        audit::append(&mut self.tx, self.store.engine, actor, &event, now).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn connect_url(engine: Engine, url: &str) -> String {
+    match engine {
+        Engine::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+        _ => url.to_string(),
+    }
+}
+
+/// Removes a password from a URL before it is shown or logged.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}@{host}");
+        }
+    }
+    url.to_string()
+}
+
+pub(crate) fn ts(t: OffsetDateTime) -> String {
+    model::types::format_time(t)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<OffsetDateTime> {
+    model::types::parse_time(s).map_err(|_| StoreError::Corrupt(format!("bad timestamp {s:?}")))
+}

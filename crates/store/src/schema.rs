@@ -1,0 +1,107 @@
+//! Schema migrations, run on every start. Each migration is a list of statements applied in
+//! one transaction together with its row in `schema_migrations`.
+//!
+//! The DDL is written once for both engines: only TEXT and BIGINT columns, explicit keys
+//! (no engine-specific auto-increment), times as fixed-width RFC 3339 UTC text (which
+//! sorts like the time it names). Never edit a released migration; add a new one.
+
+use sqlx::Row;
+
+use crate::{audit::GENESIS_HASH, Result, Store, StoreError};
+
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE tenants (
+            name TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL)",
+        "CREATE TABLE environments (
+            tenant TEXT NOT NULL REFERENCES tenants(name),
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (tenant, name))",
+        "CREATE TABLE accounts (
+            name TEXT PRIMARY KEY,
+            tenant TEXT REFERENCES tenants(name),
+            description TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL)",
+        "CREATE INDEX accounts_tenant ON accounts(tenant)",
+        "CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts(name),
+            hash TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            expires_at TEXT,
+            revoked_at TEXT)",
+        "CREATE INDEX tokens_account ON tokens(account)",
+        "CREATE TABLE grants (
+            role TEXT NOT NULL,
+            principal TEXT NOT NULL REFERENCES accounts(name),
+            scope TEXT NOT NULL,
+            tenant TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (role, principal, scope))",
+        "CREATE INDEX grants_principal ON grants(principal)",
+        "CREATE INDEX grants_tenant ON grants(tenant)",
+        "CREATE TABLE audit_events (
+            seq BIGINT PRIMARY KEY,
+            time TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            action TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL)",
+        "CREATE INDEX audit_time ON audit_events(time)",
+        "CREATE TABLE audit_head (
+            id BIGINT PRIMARY KEY,
+            seq BIGINT NOT NULL,
+            hash TEXT NOT NULL)",
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '$GENESIS')",
+    ],
+)];
+
+pub(crate) async fn migrate(store: &Store) -> Result<()> {
+    let _guard = store.write_lock.lock().await;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .execute(&store.pool)
+    .await?;
+    let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        .fetch_one(&store.pool)
+        .await?
+        .try_get("v")?;
+    let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if applied > newest {
+        return Err(StoreError::Corrupt(format!(
+            "schema version {applied} is newer than this binary knows ({newest}); upgrade gantry"
+        )));
+    }
+    for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+        let mut tx = store.pool.begin().await?;
+        for stmt in *statements {
+            let stmt = stmt.replace("$GENESIS", GENESIS_HASH);
+            sqlx::query(&stmt).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(crate::ts(store.now()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied store migration");
+    }
+    Ok(())
+}
