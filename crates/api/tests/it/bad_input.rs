@@ -1,0 +1,344 @@
+//! Bad input on every endpoint: malformed and oversized bodies, wrong media types, unknown
+//! fields, bad names, unknown query parameters, unknown paths and methods. The answer is
+//! always a 4xx with the right code (the harness also asserts: never a 5xx).
+
+use serde_json::json;
+
+use crate::harness::Server;
+
+/// The POST endpoints with a valid body each, after `setup`.
+fn posts() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("/v1/tenants", json!({"name": "t1"})),
+        (
+            "/v1/tenants/acme/environments",
+            json!({"name": "e1", "kind": "staging"}),
+        ),
+        ("/v1/accounts", json!({"name": "a1"})),
+        ("/v1/tenants/acme/accounts", json!({"name": "acme/a1"})),
+        (
+            "/v1/tokens",
+            json!({"account": "acme/bot", "ttl_seconds": 60}),
+        ),
+        (
+            "/v1/grants",
+            json!({"role": "viewer", "principal": "acme/bot", "scope": "acme"}),
+        ),
+    ]
+}
+
+async fn setup() -> Server {
+    let s = Server::start().await;
+    s.ok("POST", "/v1/tenants", Some(json!({"name": "acme"})))
+        .await;
+    s.ok(
+        "POST",
+        "/v1/tenants/acme/accounts",
+        Some(json!({"name": "acme/bot"})),
+    )
+    .await;
+    s
+}
+
+#[tokio::test]
+async fn malformed_bodies_on_every_post() {
+    let s = setup().await;
+    let admin = s.admin.clone();
+    for (path, good) in posts() {
+        let send = |body: Vec<u8>, ct: &'static str| {
+            s.http
+                .post(format!("{}{path}", s.base))
+                .bearer_auth(&admin)
+                .header("content-type", ct)
+                .body(body)
+        };
+        let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
+            (b"{".to_vec(), "application/json", 400, "bad_request"),
+            (b"[]".to_vec(), "application/json", 400, "bad_request"),
+            (b"null".to_vec(), "application/json", 400, "bad_request"),
+            (b"".to_vec(), "application/json", 400, "bad_request"),
+            (
+                vec![0xff, 0xfe, 0x00],
+                "application/json",
+                400,
+                "bad_request",
+            ),
+            (
+                good.to_string().into_bytes(),
+                "text/plain",
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                vec![b' '; 70 * 1024],
+                "application/json",
+                413,
+                "payload_too_large",
+            ),
+        ];
+        for (body, ct, status, code) in cases {
+            let r = s.check("POST", path, send(body, ct)).await;
+            assert_eq!(
+                (r.status, r.code()),
+                (status, code),
+                "POST {path}: {}",
+                r.body
+            );
+        }
+        // An unknown field, a missing field and a wrong type.
+        let mut extra = good.clone();
+        extra["surprise"] = json!(1);
+        let r = s.admin("POST", path, Some(extra)).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "bad_request"),
+            "{path}: {}",
+            r.body
+        );
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("surprise"));
+        let first_key = good.as_object().unwrap().keys().next().unwrap().clone();
+        let mut missing = good.clone();
+        missing.as_object_mut().unwrap().remove(&first_key);
+        assert_eq!(
+            s.admin("POST", path, Some(missing)).await.status,
+            400,
+            "{path}"
+        );
+        let mut wrong = good.clone();
+        wrong[&first_key] = json!(42);
+        assert_eq!(
+            s.admin("POST", path, Some(wrong)).await.status,
+            400,
+            "{path}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_values_are_named_in_the_error() {
+    let s = setup().await;
+    let bad_names = [
+        "ACME",
+        "-x",
+        "x-",
+        "a_b",
+        "a.b",
+        "ü",
+        &"x".repeat(64),
+        "",
+        "platform/x/y",
+    ];
+    for n in bad_names {
+        let r = s
+            .admin("POST", "/v1/tenants", Some(json!({"name": n})))
+            .await;
+        assert_eq!(r.status, 400, "{n:?}: {}", r.body);
+    }
+    let r = s
+        .admin("POST", "/v1/tenants", Some(json!({"name": "platform"})))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = s
+        .admin(
+            "POST",
+            "/v1/tenants/acme/environments",
+            Some(json!({"name": "x", "kind": "prod"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("prod"));
+    for ttl in [0u64, 400 * 86400] {
+        let r = s
+            .admin(
+                "POST",
+                "/v1/tokens",
+                Some(json!({"account": "acme/bot", "ttl_seconds": ttl})),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (400, "invalid_argument"), "{ttl}");
+    }
+    let r = s
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"account": "acme/bot", "ttl_seconds": -5})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = s
+        .admin(
+            "POST",
+            "/v1/grants",
+            Some(json!({"role": "root", "principal": "acme/bot", "scope": "acme"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = s
+        .admin(
+            "POST",
+            "/v1/grants",
+            Some(json!({"role": "viewer", "principal": "acme/bot", "scope": "a/b/c"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = s
+        .admin(
+            "POST",
+            "/v1/accounts",
+            Some(json!({"name": "x", "description": "a\u{0007}b"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = s
+        .admin(
+            "POST",
+            "/v1/accounts",
+            Some(json!({"name": "x", "description": "d".repeat(300)})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    // A tenant account posted to the platform collection, or to another tenant.
+    let r = s
+        .admin("POST", "/v1/accounts", Some(json!({"name": "acme/x"})))
+        .await;
+    assert_eq!(r.status, 422);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_paths_queries_and_methods() {
+    let s = setup().await;
+    for path in [
+        "/v1/tenants/ACME",
+        "/v1/tenants/a_b/environments",
+        "/v1/tenants/acme/environments/Bad",
+        "/v1/accounts/UPPER",
+        "/v1/tenants/acme/accounts/x.y",
+        "/v1/tokens/..%2f..",
+        &format!("/v1/tenants/{}", "x".repeat(64)),
+    ] {
+        let r = s.admin("GET", path, None).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+    }
+    for path in [
+        "/v1/tenants/nope",
+        "/v1/tenants/acme/environments/nope",
+        "/v1/accounts/nope",
+        "/v1/tokens/tok_0000",
+        "/v1/nothing",
+        "/",
+        "/v2/tenants",
+    ] {
+        let r = s.admin("GET", path, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (404, "not_found"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let r = s.admin("PUT", "/v1/tenants", None).await;
+    assert_eq!((r.status, r.code()), (405, "method_not_allowed"));
+    assert_eq!(r.headers["allow"], "GET, POST");
+    for q in [
+        "/v1/tenants?x=1",
+        "/v1/grants?scope=acme&scope=acme",
+        "/v1/audit/events?limit=-1",
+        "/v1/audit/events?limit=x",
+        "/v1/audit/events?since=yesterday",
+        "/v1/audit/events?tenant=BAD",
+        "/v1/audit/events?action=DROP%20TABLE",
+        "/v1/tokens?account=a/b/c",
+        "/v1/grants?scope=a/b/c",
+    ] {
+        let r = s.admin("GET", q, None).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+    }
+    for q in [
+        "/v1/grants?role=viewer&principal=acme/bot",
+        "/v1/grants?role=boss&principal=acme/bot&scope=acme",
+    ] {
+        assert_eq!(s.admin("DELETE", q, None).await.status, 400, "{q}");
+    }
+    let long = format!("/v1/tenants?{}", "a=b&".repeat(1000));
+    assert_eq!(s.admin("GET", &long, None).await.status, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn conflicts_and_missing_parents() {
+    let s = setup().await;
+    let r = s
+        .admin("POST", "/v1/tenants", Some(json!({"name": "acme"})))
+        .await;
+    assert_eq!((r.status, r.code()), (409, "already_exists"));
+    let r = s
+        .admin(
+            "POST",
+            "/v1/tenants/nope/environments",
+            Some(json!({"name": "e", "kind": "staging"})),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    s.ok(
+        "POST",
+        "/v1/tenants/acme/environments",
+        Some(json!({"name": "staging", "kind": "staging"})),
+    )
+    .await;
+    s.ok(
+        "POST",
+        "/v1/grants",
+        Some(json!({"role": "developer", "principal": "acme/bot", "scope": "acme/staging"})),
+    )
+    .await;
+    // An environment holding a role grant, a tenant holding environments: refused, clearly.
+    let r = s
+        .admin("DELETE", "/v1/tenants/acme/environments/staging", None)
+        .await;
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("role grant"),
+        "{}",
+        r.body
+    );
+    let r = s.admin("DELETE", "/v1/tenants/acme", None).await;
+    assert_eq!(r.status, 409);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("environment"));
+    // Still there, and the refusals are audited as failed.
+    s.ok("GET", "/v1/tenants/acme/environments/staging", None)
+        .await;
+    let evs = s
+        .ok("GET", "/v1/audit/events?action=tenant.delete", None)
+        .await;
+    assert_eq!(evs["items"][0]["outcome"], "failed");
+    assert_eq!(evs["items"][0]["detail"], "conflict");
+    // Emptied, both go.
+    s.ok(
+        "DELETE",
+        "/v1/grants?role=developer&principal=acme/bot&scope=acme/staging",
+        None,
+    )
+    .await;
+    s.ok("DELETE", "/v1/tenants/acme/environments/staging", None)
+        .await;
+    s.ok("DELETE", "/v1/tenants/acme/accounts/bot", None).await;
+    s.ok("DELETE", "/v1/tenants/acme", None).await;
+    assert_eq!(s.admin("GET", "/v1/tenants/acme", None).await.status, 404);
+    let r = s.admin("POST", "/v1/tokens/tok_00/revoke", None).await;
+    assert_eq!(r.status, 404);
+    s.stop().await;
+}
