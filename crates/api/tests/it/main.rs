@@ -6,6 +6,7 @@
 
 mod authz;
 mod bad_input;
+mod docs;
 mod flows;
 mod harness;
 mod openapi;
