@@ -64,6 +64,14 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
+        // Two control planes on one PostgreSQL database can race past an existence check;
+        // the unique key then decides, and the loser gets the same answer as a sequential
+        // duplicate would.
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
+            return StoreError::AlreadyExists("the resource already exists".into());
+        }
         StoreError::Backend(e)
     }
 }

@@ -5,9 +5,9 @@
 //! (no engine-specific auto-increment), times as fixed-width RFC 3339 UTC text (which
 //! sorts like the time it names). Never edit a released migration; add a new one.
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Connection, Row};
 
-use crate::{audit::GENESIS_HASH, Result, Store, StoreError};
+use crate::{audit::GENESIS_HASH, Engine, Result, Store, StoreError};
 
 const MIGRATIONS: &[(i64, &[&str])] = &[(
     1,
@@ -72,15 +72,36 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
     ],
 )];
 
+/// Key of the PostgreSQL advisory lock that serializes migrations across control planes.
+const MIGRATION_LOCK: i64 = 0x6761_6e74_7279;
+
 pub(crate) async fn migrate(store: &Store) -> Result<()> {
     let _guard = store.write_lock.lock().await;
+    // One connection for the whole run, so that the session-level advisory lock (PostgreSQL)
+    // covers every migration.
+    let mut conn = store.pool.acquire().await?;
+    if store.engine == Engine::Postgres {
+        sqlx::query(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = run_migrations(store, &mut conn).await;
+    if store.engine == Engine::Postgres {
+        sqlx::query(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    result
+}
+
+async fn run_migrations(store: &Store, conn: &mut AnyConnection) -> Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
     )
-    .execute(&store.pool)
+    .execute(&mut *conn)
     .await?;
     let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-        .fetch_one(&store.pool)
+        .fetch_one(&mut *conn)
         .await?
         .try_get("v")?;
     let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
@@ -90,7 +111,7 @@ pub(crate) async fn migrate(store: &Store) -> Result<()> {
         )));
     }
     for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
-        let mut tx = store.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         for stmt in *statements {
             let stmt = stmt.replace("$GENESIS", GENESIS_HASH);
             sqlx::query(&stmt).execute(&mut *tx).await?;
