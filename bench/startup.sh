@@ -14,15 +14,15 @@ PORT=$((20000 + RANDOM % 20000))
 
 now_ms() { date +%s%3N; }
 
-# Starts gantry on $1 and prints milliseconds until /v1/health answered (bounded: 10 s).
+# Starts gantry on $1; sets PID and ELAPSED (ms until /v1/health answered; bounded: 10 s).
 start_and_time() {
-  local data=$1 t0 t1
+  local data=$1 t0
   t0=$(now_ms)
   "$BIN" up --data "$data" --api "127.0.0.1:$PORT" >/dev/null 2>&1 &
   PID=$!
   for _ in $(seq 1 2000); do
     if [ -f "$data/ca.pem" ] && curl -fsS --cacert "$data/ca.pem" "https://127.0.0.1:$PORT/v1/health" >/dev/null 2>&1; then
-      t1=$(now_ms); echo $((t1 - t0)); return 0
+      ELAPSED=$(( $(now_ms) - t0 )); return 0
     fi
     sleep 0.005
   done
@@ -36,9 +36,9 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 fresh=(); restart=(); rss=()
 for i in $(seq 1 "$RUNS"); do
   d="$WORK/data-$i"
-  fresh+=("$(start_and_time "$d")")
+  start_and_time "$d"; fresh+=("$ELAPSED")
   kill "$PID"; wait "$PID" 2>/dev/null || true
-  restart+=("$(start_and_time "$d")")
+  start_and_time "$d"; restart+=("$ELAPSED")
   sleep 2
   rss+=("$(rss_kb "$PID")")
   kill "$PID"; wait "$PID" 2>/dev/null || true
