@@ -4,8 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target}
 . scripts/pg.sh
-# The TLS tests probe the API with OpenSSL's client as an outside peer.
-if ! command -v openssl >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >&2
+# Real peers the tests use: OpenSSL's client (TLS probes) and SoftHSM2 (the PKCS#11 seal).
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+[ -f /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${need[@]}" >&2
 fi
 cargo test --workspace --all-targets "$@"
