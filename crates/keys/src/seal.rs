@@ -113,6 +113,17 @@ fn unwrap_root(kek: &KeyMaterial, wrapped_root: &str) -> Result<SoftRoot> {
 
 // ---- file seal ----
 
+/// Reads an existing key file; a missing file is an error (a new key could not unseal).
+pub fn load_existing_key_file(path: &Path) -> Result<KeyMaterial> {
+    if !path.exists() {
+        return Err(KeyError::Config(format!(
+            "the seal key file {} is missing; restore it from backup",
+            path.display()
+        )));
+    }
+    load_or_create_key_file(path)
+}
+
 /// Reads `<path>` (hex key), creating it with a fresh key (mode 0600) if missing.
 pub fn load_or_create_key_file(path: &Path) -> Result<KeyMaterial> {
     let io = |e: std::io::Error| KeyError::Config(format!("{}: {e}", path.display()));

@@ -49,6 +49,8 @@ codes! {
     UnsupportedMediaType => ("unsupported_media_type", 415, 8, "The request body is not `application/json`."),
     Unprocessable => ("unprocessable", 422, 3, "The request is well-formed but cannot be applied as asked (for example, a grant outside the account's tenant)."),
     RateLimited => ("rate_limited", 429, 9, "Too many requests or failed authentications from this source; retry later."),
+    InvalidCiphertext => ("invalid_ciphertext", 400, 3, "Decryption failed: the ciphertext was modified, or belongs to another key, resource or encryption context."),
+    Sealed => ("sealed", 503, 10, "The server is sealed: nothing can be read or changed until `gantry unseal`."),
     Internal => ("internal", 500, 1, "A fault inside Gantry. It is logged with the request id; the message never carries details."),
     Unavailable => ("unavailable", 503, 10, "The server cannot serve the request now (store unreachable, shutting down)."),
 }

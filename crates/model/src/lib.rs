@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod codes;
+pub mod kms;
 pub mod name;
 pub mod rbac;
 pub mod types;

@@ -68,6 +68,10 @@ pub enum Resource {
     Token,
     Grant,
     Audit,
+    Key,
+    Secret,
+    SecretRequest,
+    System,
 }
 
 impl Resource {
@@ -79,6 +83,10 @@ impl Resource {
             Resource::Token => "token",
             Resource::Grant => "role",
             Resource::Audit => "audit",
+            Resource::Key => "key",
+            Resource::Secret => "secret",
+            Resource::SecretRequest => "secret-request",
+            Resource::System => "system",
         }
     }
 }
@@ -89,6 +97,14 @@ pub enum Action {
     Create,
     Delete,
     Verify,
+    /// Change settings or state (rotate, enable, disable, retire versions).
+    Update,
+    /// Use a key: encrypt, decrypt, generate data keys, rewrap.
+    Use,
+    /// Read a secret's value (listing and metadata are `read`).
+    ReadValue,
+    /// Destroy for good (after the recovery window).
+    Destroy,
 }
 
 impl Action {
@@ -98,6 +114,10 @@ impl Action {
             Action::Create => "create",
             Action::Delete => "delete",
             Action::Verify => "verify",
+            Action::Update => "update",
+            Action::Use => "use",
+            Action::ReadValue => "read-value",
+            Action::Destroy => "destroy",
         }
     }
 }
@@ -130,6 +150,24 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     (Grant, Delete, &[Admin]),
     (Audit, Read, &[Admin, Auditor]),
     (Audit, Verify, &[Admin, Auditor]),
+    (Key, Read, &[Admin, Operator, Developer, Viewer, Auditor]),
+    (Key, Create, &[Admin, Operator]),
+    (Key, Update, &[Admin, Operator]),
+    (Key, Delete, &[Admin, Operator]),
+    (Key, Use, &[Admin, Operator, Developer]),
+    (Secret, Read, &[Admin, Operator, Developer, Viewer, Auditor]),
+    (Secret, ReadValue, &[Admin, Operator, Developer]),
+    (Secret, Create, &[Admin, Operator, Developer]),
+    (Secret, Delete, &[Admin, Operator, Developer]),
+    (Secret, Destroy, &[Admin, Operator]),
+    (
+        SecretRequest,
+        Read,
+        &[Admin, Operator, Developer, Viewer, Auditor],
+    ),
+    (SecretRequest, Create, &[Admin, Operator, Developer]),
+    (SecretRequest, Update, &[Admin, Operator]),
+    (System, Update, &[Admin]),
 ];
 
 /// True when `role` may do `action` on `resource` (anywhere inside the grant's scope).
@@ -215,6 +253,14 @@ mod tests {
             if roles.contains(&Auditor) {
                 assert!(matches!(act, Read | Verify), "{res:?} {act:?}");
             }
+        }
+    }
+
+    #[test]
+    fn viewers_and_auditors_never_see_secret_values() {
+        for role in [Viewer, Auditor] {
+            assert!(!role_allows(role, Secret, ReadValue));
+            assert!(!role_allows(role, Key, Use));
         }
     }
 

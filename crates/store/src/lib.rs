@@ -10,8 +10,10 @@
 //! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
 
 pub mod audit;
+pub mod keyring;
 mod principals;
 mod schema;
+pub mod secrets;
 mod tenancy;
 
 use std::str::FromStr;

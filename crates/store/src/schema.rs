@@ -9,28 +9,29 @@ use sqlx::{AnyConnection, Connection, Row};
 
 use crate::{audit::GENESIS_HASH, Engine, Result, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE tenants (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE tenants (
             name TEXT PRIMARY KEY,
             created_at TEXT NOT NULL,
             created_by TEXT NOT NULL)",
-        "CREATE TABLE environments (
+            "CREATE TABLE environments (
             tenant TEXT NOT NULL REFERENCES tenants(name),
             name TEXT NOT NULL,
             kind TEXT NOT NULL,
             created_at TEXT NOT NULL,
             created_by TEXT NOT NULL,
             PRIMARY KEY (tenant, name))",
-        "CREATE TABLE accounts (
+            "CREATE TABLE accounts (
             name TEXT PRIMARY KEY,
             tenant TEXT REFERENCES tenants(name),
             description TEXT NOT NULL,
             created_at TEXT NOT NULL,
             created_by TEXT NOT NULL)",
-        "CREATE INDEX accounts_tenant ON accounts(tenant)",
-        "CREATE TABLE tokens (
+            "CREATE INDEX accounts_tenant ON accounts(tenant)",
+            "CREATE TABLE tokens (
             id TEXT PRIMARY KEY,
             account TEXT NOT NULL REFERENCES accounts(name),
             hash TEXT NOT NULL UNIQUE,
@@ -39,8 +40,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_by TEXT NOT NULL,
             expires_at TEXT,
             revoked_at TEXT)",
-        "CREATE INDEX tokens_account ON tokens(account)",
-        "CREATE TABLE grants (
+            "CREATE INDEX tokens_account ON tokens(account)",
+            "CREATE TABLE grants (
             role TEXT NOT NULL,
             principal TEXT NOT NULL REFERENCES accounts(name),
             scope TEXT NOT NULL,
@@ -48,9 +49,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at TEXT NOT NULL,
             created_by TEXT NOT NULL,
             PRIMARY KEY (role, principal, scope))",
-        "CREATE INDEX grants_principal ON grants(principal)",
-        "CREATE INDEX grants_tenant ON grants(tenant)",
-        "CREATE TABLE audit_events (
+            "CREATE INDEX grants_principal ON grants(principal)",
+            "CREATE INDEX grants_tenant ON grants(tenant)",
+            "CREATE TABLE audit_events (
             seq BIGINT PRIMARY KEY,
             time TEXT NOT NULL,
             principal TEXT NOT NULL,
@@ -63,14 +64,86 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             detail TEXT NOT NULL,
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL)",
-        "CREATE INDEX audit_time ON audit_events(time)",
-        "CREATE TABLE audit_head (
+            "CREATE INDEX audit_time ON audit_events(time)",
+            "CREATE TABLE audit_head (
             id BIGINT PRIMARY KEY,
             seq BIGINT NOT NULL,
             hash TEXT NOT NULL)",
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '$GENESIS')",
-    ],
-)];
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '$GENESIS')",
+        ],
+    ),
+    (
+        2,
+        &[
+            // The seal's public configuration (one row); never the root key in plaintext.
+            "CREATE TABLE seal (
+            id BIGINT PRIMARY KEY,
+            config TEXT NOT NULL,
+            created_at TEXT NOT NULL)",
+            // Every key of the hierarchy: environment keys (wrapped by the root key), KMS and
+            // secret keys (wrapped by their environment's key).
+            "CREATE TABLE keys (
+            id TEXT PRIMARY KEY,
+            purpose TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            parent TEXT,
+            state TEXT NOT NULL,
+            current_version BIGINT NOT NULL,
+            min_decrypt_version BIGINT NOT NULL,
+            rotation_days BIGINT NOT NULL,
+            next_rotation_at TEXT,
+            deletion_at TEXT,
+            description TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL)",
+            "CREATE INDEX keys_scope ON keys(scope, purpose)",
+            "CREATE TABLE key_versions (
+            key_id TEXT NOT NULL REFERENCES keys(id),
+            version BIGINT NOT NULL,
+            wrapped TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (key_id, version))",
+            "CREATE TABLE secrets (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            key_id TEXT NOT NULL REFERENCES keys(id),
+            state TEXT NOT NULL,
+            current_version BIGINT NOT NULL,
+            previous_version BIGINT,
+            description TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL,
+            deleted_at TEXT,
+            purge_at TEXT,
+            PRIMARY KEY (scope, name))",
+            "CREATE TABLE secret_versions (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            ciphertext TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            key_version BIGINT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (scope, name, version))",
+            "CREATE TABLE secret_requests (
+            id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            state TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            requested_at TEXT NOT NULL,
+            closed_by TEXT,
+            closed_at TEXT)",
+            "CREATE INDEX secret_requests_scope ON secret_requests(scope, state)",
+        ],
+    ),
+];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.
 const MIGRATION_LOCK: i64 = 0x6761_6e74_7279;

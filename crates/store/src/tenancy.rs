@@ -240,10 +240,24 @@ impl Store {
         let scope_str = scope.to_string();
         let held = holdings(
             &mut w.tx,
-            &[(
-                "role grants",
-                "SELECT COUNT(*) AS n FROM grants WHERE scope = $1",
-            )],
+            &[
+                (
+                    "role grants",
+                    "SELECT COUNT(*) AS n FROM grants WHERE scope = $1",
+                ),
+                (
+                    "KMS keys",
+                    "SELECT COUNT(*) AS n FROM keys WHERE scope = $1 AND purpose = 'kms' AND state <> 'destroyed'",
+                ),
+                (
+                    "secrets",
+                    "SELECT COUNT(*) AS n FROM secrets WHERE scope = $1",
+                ),
+                (
+                    "open secret requests",
+                    "SELECT COUNT(*) AS n FROM secret_requests WHERE scope = $1 AND state = 'open'",
+                ),
+            ],
             &[scope_str.as_str()],
         )
         .await?;
@@ -252,6 +266,18 @@ impl Store {
                 "environment {scope} still holds {}; remove them first",
                 held.join(", ")
             )));
+        }
+        // What is left of the environment's keys is the environment key itself and destroyed
+        // keys without material: they go with it.
+        for sql in [
+            "DELETE FROM key_versions WHERE key_id IN (SELECT id FROM keys WHERE scope = $1)",
+            "DELETE FROM keys WHERE scope = $1",
+            "DELETE FROM secret_requests WHERE scope = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(&scope_str)
+                .execute(&mut *w.tx)
+                .await?;
         }
         sqlx::query("DELETE FROM environments WHERE tenant = $1 AND name = $2")
             .bind(tenant.as_str())

@@ -1,0 +1,553 @@
+//! Storage of secrets: metadata, encrypted versions (`gk1` ciphertexts under the secret's
+//! own key) and secret requests. Values arrive here already encrypted; this module never
+//! sees plaintext and never writes a value into an audit event.
+
+use model::kms::{
+    ContentType, RequestState, SecretInfo, SecretRequest, SecretState, SecretVersionInfo,
+};
+use model::Scope;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use time::OffsetDateTime;
+
+use crate::audit::NewEvent;
+use crate::keyring::{insert_key, KeyRecord};
+use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
+
+/// A secret version as stored.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub info: SecretVersionInfo,
+    /// The `gk1` ciphertext, base64.
+    pub ciphertext: String,
+}
+
+/// A new version to store.
+pub struct NewVersion<'a> {
+    pub ciphertext: &'a str,
+    pub content_type: ContentType,
+    pub size: u64,
+    pub key_version: u32,
+}
+
+const SECRET_COLS: &str =
+    "scope, name, key_id, state, current_version, previous_version, description, \
+    created_at, created_by, updated_at, updated_by, deleted_at, purge_at";
+const VERSION_COLS: &str =
+    "version, ciphertext, content_type, size, key_version, created_at, created_by";
+const REQUEST_COLS: &str =
+    "id, scope, name, description, state, requested_by, requested_at, closed_by, closed_at";
+
+fn opt_time(row: &AnyRow, col: &str) -> Result<Option<OffsetDateTime>> {
+    row.try_get::<Option<String>, _>(col)?
+        .map(|s| parse_ts(&s))
+        .transpose()
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} out of range")))
+}
+
+fn row_to_secret(row: &AnyRow) -> Result<(SecretInfo, String)> {
+    let scope: String = row.try_get("scope")?;
+    let name: String = row.try_get("name")?;
+    let state = match row.try_get::<String, _>("state")?.as_str() {
+        "active" => SecretState::Active,
+        "deleted" => SecretState::Deleted,
+        s => return Err(StoreError::Corrupt(format!("unknown secret state {s:?}"))),
+    };
+    let info = SecretInfo {
+        name: format!("{scope}/{name}"),
+        state,
+        current_version: u32_of(row.try_get("current_version")?, "version")?,
+        previous_version: row
+            .try_get::<Option<i64>, _>("previous_version")?
+            .map(|v| u32_of(v, "version"))
+            .transpose()?,
+        description: row.try_get("description")?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        created_by: row.try_get("created_by")?,
+        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
+        updated_by: row.try_get("updated_by")?,
+        deleted_at: opt_time(row, "deleted_at")?,
+        purge_at: opt_time(row, "purge_at")?,
+    };
+    Ok((info, row.try_get("key_id")?))
+}
+
+fn row_to_version(row: &AnyRow, current: u32, previous: Option<u32>) -> Result<StoredVersion> {
+    let version = u32_of(row.try_get("version")?, "version")?;
+    let ct: String = row.try_get("content_type")?;
+    let stage = if version == current {
+        Some("current".to_string())
+    } else if Some(version) == previous {
+        Some("previous".to_string())
+    } else {
+        None
+    };
+    Ok(StoredVersion {
+        info: SecretVersionInfo {
+            version,
+            stage,
+            content_type: ContentType::parse(&ct)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown content type {ct:?}")))?,
+            size: row.try_get::<i64, _>("size")? as u64,
+            key_version: u32_of(row.try_get("key_version")?, "key version")?,
+            created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+            created_by: row.try_get("created_by")?,
+        },
+        ciphertext: row.try_get("ciphertext")?,
+    })
+}
+
+fn row_to_request(row: &AnyRow) -> Result<SecretRequest> {
+    let scope: String = row.try_get("scope")?;
+    let name: String = row.try_get("name")?;
+    let state = match row.try_get::<String, _>("state")?.as_str() {
+        "open" => RequestState::Open,
+        "fulfilled" => RequestState::Fulfilled,
+        "cancelled" => RequestState::Cancelled,
+        s => return Err(StoreError::Corrupt(format!("unknown request state {s:?}"))),
+    };
+    Ok(SecretRequest {
+        id: row.try_get("id")?,
+        secret: format!("{scope}/{name}"),
+        description: row.try_get("description")?,
+        state,
+        requested_by: row.try_get("requested_by")?,
+        requested_at: parse_ts(&row.try_get::<String, _>("requested_at")?)?,
+        closed_by: row.try_get("closed_by")?,
+        closed_at: opt_time(row, "closed_at")?,
+    })
+}
+
+fn resource(scope: &Scope, name: &str) -> String {
+    format!("secrets/{scope}/{name}")
+}
+
+async fn fetch_secret(
+    tx: &mut Transaction<'static, Any>,
+    scope: &str,
+    name: &str,
+) -> Result<Option<(SecretInfo, String)>> {
+    sqlx::query(&format!(
+        "SELECT {SECRET_COLS} FROM secrets WHERE scope = $1 AND name = $2"
+    ))
+    .bind(scope)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|r| row_to_secret(&r))
+    .transpose()
+}
+
+impl Store {
+    /// A secret's metadata and the id of its key.
+    pub async fn secret(&self, scope: &Scope, name: &str) -> Result<(SecretInfo, String)> {
+        sqlx::query(&format!(
+            "SELECT {SECRET_COLS} FROM secrets WHERE scope = $1 AND name = $2"
+        ))
+        .bind(scope.to_string())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| row_to_secret(&r))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("secret {scope}/{name} not found")))
+    }
+
+    pub async fn secrets(&self, scope: &Scope) -> Result<Vec<SecretInfo>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SECRET_COLS} FROM secrets WHERE scope = $1 ORDER BY name"
+        ))
+        .bind(scope.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| row_to_secret(r).map(|s| s.0)).collect()
+    }
+
+    /// Every version of a secret, newest first.
+    pub async fn secret_versions(&self, scope: &Scope, name: &str) -> Result<Vec<StoredVersion>> {
+        let (info, _) = self.secret(scope, name).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_COLS} FROM secret_versions WHERE scope = $1 AND name = $2 ORDER BY version DESC"
+        ))
+        .bind(scope.to_string())
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| row_to_version(r, info.current_version, info.previous_version))
+            .collect()
+    }
+
+    /// Stores a new version of a secret, creating the secret (and its key, `new_key`) on the
+    /// first put. `if_version` is a check-and-set on the current version (0: must not exist).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_secret(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        name: &str,
+        version: NewVersion<'_>,
+        if_version: Option<u32>,
+        description: Option<&str>,
+        new_key: Option<(&KeyRecord, &str)>,
+    ) -> Result<u32> {
+        let mut w = self.begin_write().await?;
+        let scope_s = scope.to_string();
+        let existing = fetch_secret(&mut w.tx, &scope_s, name).await?;
+        let current = existing
+            .as_ref()
+            .map(|(i, _)| i.current_version)
+            .unwrap_or(0);
+        if let Some(expected) = if_version {
+            if expected != current {
+                return Err(StoreError::Conflict(format!(
+                    "secret {scope}/{name} is at version {current}, not {expected}"
+                )));
+            }
+        }
+        if let Some((info, _)) = &existing {
+            if info.state == SecretState::Deleted {
+                return Err(StoreError::Conflict(format!(
+                    "secret {scope}/{name} is deleted; restore it first"
+                )));
+            }
+        }
+        let now = ts(self.now());
+        let v = current + 1;
+        match &existing {
+            None => {
+                let (key, wrapped) = new_key
+                    .ok_or_else(|| StoreError::Corrupt("a new secret needs its key".into()))?;
+                insert_key(&mut w.tx, key, wrapped).await?;
+                sqlx::query(&format!(
+                    "INSERT INTO secrets ({SECRET_COLS}) VALUES ($1, $2, $3, 'active', $4, NULL, $5, $6, $7, $6, $7, NULL, NULL)"
+                ))
+                .bind(&scope_s)
+                .bind(name)
+                .bind(&key.id)
+                .bind(v as i64)
+                .bind(description.unwrap_or(""))
+                .bind(&now)
+                .bind(&actor.principal)
+                .execute(&mut *w.tx)
+                .await?;
+            }
+            Some((info, _)) => {
+                sqlx::query(
+                    "UPDATE secrets SET current_version = $1, previous_version = $2, updated_at = $3, \
+                     updated_by = $4, description = COALESCE($5, description) WHERE scope = $6 AND name = $7",
+                )
+                .bind(v as i64)
+                .bind(info.current_version as i64)
+                .bind(&now)
+                .bind(&actor.principal)
+                .bind(description.map(str::to_string))
+                .bind(&scope_s)
+                .bind(name)
+                .execute(&mut *w.tx)
+                .await?;
+            }
+        }
+        sqlx::query(&format!(
+            "INSERT INTO secret_versions (scope, name, {VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&scope_s)
+        .bind(name)
+        .bind(v as i64)
+        .bind(version.ciphertext)
+        .bind(version.content_type.as_str())
+        .bind(version.size as i64)
+        .bind(version.key_version as i64)
+        .bind(&now)
+        .bind(&actor.principal)
+        .execute(&mut *w.tx)
+        .await?;
+        // Putting the value fulfils open requests for this secret.
+        sqlx::query(
+            "UPDATE secret_requests SET state = 'fulfilled', closed_by = $1, closed_at = $2 \
+             WHERE scope = $3 AND name = $4 AND state = 'open'",
+        )
+        .bind(&actor.principal)
+        .bind(&now)
+        .bind(&scope_s)
+        .bind(name)
+        .execute(&mut *w.tx)
+        .await?;
+        let mut ev = NewEvent::success("secret.put", resource(scope, name), scope.clone());
+        ev.detail = format!("version={v}");
+        w.commit(actor, ev).await?;
+        Ok(v)
+    }
+
+    /// One version (by number) of a secret.
+    pub async fn secret_version(
+        &self,
+        scope: &Scope,
+        name: &str,
+        version: u32,
+    ) -> Result<StoredVersion> {
+        let (info, _) = self.secret(scope, name).await?;
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLS} FROM secret_versions WHERE scope = $1 AND name = $2 AND version = $3"
+        ))
+        .bind(scope.to_string())
+        .bind(name)
+        .bind(version as i64)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| row_to_version(&r, info.current_version, info.previous_version))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("secret {scope}/{name} has no version {version}")))
+    }
+
+    /// Marks a secret deleted; it can be restored until `purge_at`.
+    pub async fn delete_secret(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        name: &str,
+        purge_at: OffsetDateTime,
+    ) -> Result<()> {
+        self.set_secret_state(actor, scope, name, true, Some(purge_at))
+            .await
+    }
+
+    pub async fn restore_secret(&self, actor: &Actor, scope: &Scope, name: &str) -> Result<()> {
+        self.set_secret_state(actor, scope, name, false, None).await
+    }
+
+    async fn set_secret_state(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        name: &str,
+        delete: bool,
+        purge_at: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        let scope_s = scope.to_string();
+        let (info, _) = fetch_secret(&mut w.tx, &scope_s, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("secret {scope}/{name} not found")))?;
+        let is_deleted = info.state == SecretState::Deleted;
+        if delete == is_deleted {
+            return Err(StoreError::Conflict(format!(
+                "secret {scope}/{name} is {}",
+                if is_deleted {
+                    "already deleted"
+                } else {
+                    "not deleted"
+                }
+            )));
+        }
+        let now = self.now();
+        sqlx::query("UPDATE secrets SET state = $1, deleted_at = $2, purge_at = $3, updated_at = $4, updated_by = $5 WHERE scope = $6 AND name = $7")
+            .bind(if delete { "deleted" } else { "active" })
+            .bind(delete.then(|| ts(now)))
+            .bind(purge_at.map(ts))
+            .bind(ts(now))
+            .bind(&actor.principal)
+            .bind(&scope_s)
+            .bind(name)
+            .execute(&mut *w.tx)
+            .await?;
+        let action = if delete {
+            "secret.delete"
+        } else {
+            "secret.restore"
+        };
+        let mut ev = NewEvent::success(action, resource(scope, name), scope.clone());
+        if let Some(p) = purge_at {
+            ev.detail = format!("purge_at={}", ts(p));
+        }
+        w.commit(actor, ev).await
+    }
+
+    /// Destroys a secret for good: its versions, its row and its key's material.
+    pub async fn destroy_secret(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        name: &str,
+        detail: String,
+    ) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        let scope_s = scope.to_string();
+        let (_, key_id) = fetch_secret(&mut w.tx, &scope_s, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("secret {scope}/{name} not found")))?;
+        for sql in [
+            "DELETE FROM secret_versions WHERE scope = $1 AND name = $2",
+            "DELETE FROM secrets WHERE scope = $1 AND name = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(&scope_s)
+                .bind(name)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        for sql in [
+            "DELETE FROM key_versions WHERE key_id = $1",
+            "DELETE FROM keys WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(&key_id).execute(&mut *w.tx).await?;
+        }
+        let mut ev = NewEvent::success("secret.destroy", resource(scope, name), scope.clone());
+        ev.detail = detail;
+        w.commit(actor, ev).await
+    }
+
+    /// Deleted secrets whose recovery window has ended.
+    pub async fn secrets_due_purge(&self, now: OffsetDateTime) -> Result<Vec<SecretInfo>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SECRET_COLS} FROM secrets WHERE state = 'deleted' AND purge_at <= $1 ORDER BY scope, name"
+        ))
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| row_to_secret(r).map(|s| s.0)).collect()
+    }
+
+    /// Replaces the ciphertexts of versions (rewrap under the newest key version).
+    pub async fn rewrap_secret(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        name: &str,
+        rewrapped: &[(u32, String, u32)],
+    ) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        let scope_s = scope.to_string();
+        for (v, ct, kv) in rewrapped {
+            sqlx::query("UPDATE secret_versions SET ciphertext = $1, key_version = $2 WHERE scope = $3 AND name = $4 AND version = $5")
+                .bind(ct)
+                .bind(*kv as i64)
+                .bind(&scope_s)
+                .bind(name)
+                .bind(*v as i64)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        let mut ev = NewEvent::success("secret.rewrap", resource(scope, name), scope.clone());
+        ev.detail = format!("versions={}", rewrapped.len());
+        w.commit(actor, ev).await
+    }
+
+    // ---- requests ----
+
+    pub async fn create_secret_request(
+        &self,
+        actor: &Actor,
+        id: &str,
+        scope: &Scope,
+        name: &str,
+        description: &str,
+    ) -> Result<SecretRequest> {
+        let mut w = self.begin_write().await?;
+        if let Scope::Environment(t, e) = scope {
+            let env =
+                sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
+                    .bind(t.as_str())
+                    .bind(e.as_str())
+                    .fetch_optional(&mut *w.tx)
+                    .await?;
+            if env.is_none() {
+                return Err(StoreError::NotFound(format!(
+                    "environment {scope} not found"
+                )));
+            }
+        }
+        let now = self.now();
+        sqlx::query(&format!("INSERT INTO secret_requests ({REQUEST_COLS}) VALUES ($1, $2, $3, $4, 'open', $5, $6, NULL, NULL)"))
+            .bind(id)
+            .bind(scope.to_string())
+            .bind(name)
+            .bind(description)
+            .bind(&actor.principal)
+            .bind(ts(now))
+            .execute(&mut *w.tx)
+            .await?;
+        let mut ev = NewEvent::success(
+            "secret-request.create",
+            format!("secret-requests/{id}"),
+            scope.clone(),
+        );
+        ev.detail = format!("secret={name}");
+        w.commit(actor, ev).await?;
+        Ok(SecretRequest {
+            id: id.to_string(),
+            secret: format!("{scope}/{name}"),
+            description: description.to_string(),
+            state: RequestState::Open,
+            requested_by: actor.principal.clone(),
+            requested_at: parse_ts(&ts(now))?,
+            closed_by: None,
+            closed_at: None,
+        })
+    }
+
+    pub async fn secret_requests(&self, scope: &Scope) -> Result<Vec<SecretRequest>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLS} FROM secret_requests WHERE scope = $1 ORDER BY requested_at, id"
+        ))
+        .bind(scope.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_request).collect()
+    }
+
+    pub async fn secret_request(&self, id: &str) -> Result<SecretRequest> {
+        sqlx::query(&format!(
+            "SELECT {REQUEST_COLS} FROM secret_requests WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| row_to_request(&r))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("secret request {id} not found")))
+    }
+
+    pub async fn cancel_secret_request(&self, actor: &Actor, id: &str) -> Result<SecretRequest> {
+        let mut w = self.begin_write().await?;
+        let mut req = sqlx::query(&format!(
+            "SELECT {REQUEST_COLS} FROM secret_requests WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .map(|r| row_to_request(&r))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("secret request {id} not found")))?;
+        if req.state != RequestState::Open {
+            return Err(StoreError::Conflict(format!(
+                "secret request {id} is not open"
+            )));
+        }
+        let now = self.now();
+        sqlx::query("UPDATE secret_requests SET state = 'cancelled', closed_by = $1, closed_at = $2 WHERE id = $3")
+            .bind(&actor.principal)
+            .bind(ts(now))
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        req.state = RequestState::Cancelled;
+        req.closed_by = Some(actor.principal.clone());
+        req.closed_at = Some(parse_ts(&ts(now))?);
+        let scope = req.secret.rsplit_once('/').map(|(s, _)| s).unwrap_or("");
+        let scope = Scope::parse(scope).map_err(|e| StoreError::Corrupt(e.message))?;
+        w.commit(
+            actor,
+            NewEvent::success(
+                "secret-request.cancel",
+                format!("secret-requests/{id}"),
+                scope,
+            ),
+        )
+        .await?;
+        Ok(req)
+    }
+}
