@@ -339,8 +339,8 @@ impl Keyring {
         }
     }
 
-    /// A new child key of the environment `scope` with fresh material; returns the record
-    /// and its wrapped version 1, ready to store.
+    /// A new child key of the environment `scope` with fresh material; returns the record,
+    /// its wrapped version 1 (ready to store) and the material itself.
     pub(crate) async fn new_child(
         &self,
         purpose: KeyPurpose,
@@ -349,7 +349,7 @@ impl Keyring {
         rotation_days: u32,
         description: &str,
         actor: &Actor,
-    ) -> Result<(KeyRecord, String)> {
+    ) -> Result<(KeyRecord, String, KeyMaterial)> {
         let env = self.environment_key(scope).await?;
         let key = self.new_record(
             purpose,
@@ -362,7 +362,7 @@ impl Keyring {
         );
         let material = KeyMaterial::generate()?;
         let wrapped = self.wrap(&key, 1, &material).await?;
-        Ok((key, wrapped))
+        Ok((key, wrapped, material))
     }
 
     /// Adds a new version to `key` (fresh material) and returns its number.

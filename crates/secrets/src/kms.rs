@@ -87,7 +87,7 @@ impl Keyring {
     ) -> Result<KeyInfo> {
         let days = rotation_days.unwrap_or(model::kms::DEFAULT_ROTATION_DAYS);
         check_rotation(days)?;
-        let (key, wrapped) = self
+        let (key, wrapped, _) = self
             .new_child(KeyPurpose::Kms, scope, name, days, description, actor)
             .await?;
         self.store.create_key(actor, &key, &wrapped).await?;

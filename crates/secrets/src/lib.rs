@@ -19,7 +19,8 @@ mod rotation;
 mod vault;
 
 pub use keyring::{Keyring, SealSetup};
-pub use rotation::Rotator;
+pub use rotation::{Rotator, TickReport};
+pub use vault::Which;
 
 use model::Code;
 use store::StoreError;

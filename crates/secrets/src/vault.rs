@@ -81,16 +81,17 @@ impl Keyring {
                 .unwrap_or(0);
             let expected = if_version.unwrap_or(current);
             let v = expected + 1;
-            let (key, new_key) = match &existing {
+            let (key, material, new_key) = match &existing {
                 Some((_, key_id)) => {
                     let k =
                         self.store.key(key_id).await?.ok_or_else(|| {
                             SecretsError::NotFound(format!("key {key_id} not found"))
                         })?;
-                    (k, None)
+                    let m = self.material(&k.id, k.current_version).await?;
+                    (k, m, None)
                 }
                 None => {
-                    let (k, wrapped) = self
+                    let (k, wrapped, m) = self
                         .new_child(
                             KeyPurpose::Secret,
                             scope,
@@ -100,10 +101,9 @@ impl Keyring {
                             actor,
                         )
                         .await?;
-                    (k.clone(), Some((k, wrapped)))
+                    (k.clone(), m, Some((k, wrapped)))
                 }
             };
-            let material = self.material(&key.id, key.current_version).await?;
             let h = Header {
                 key_id: key.id.clone(),
                 version: key.current_version,

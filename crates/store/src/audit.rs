@@ -194,7 +194,11 @@ impl Store {
         }
         if let Some(a) = &filter.action {
             let cond = match a.strip_suffix(".*") {
-                Some(prefix) => format!(" AND action LIKE {}", arg(format!("{prefix}.%"))),
+                // Not LIKE: it ignores case on SQLite and treats `_` as a wildcard.
+                Some(prefix) => {
+                    let p = arg(format!("{prefix}."));
+                    format!(" AND substr(action, 1, length({p})) = {p}")
+                }
                 None => format!(" AND action = {}", arg(a.clone())),
             };
             sql.push_str(&cond);

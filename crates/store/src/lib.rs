@@ -197,7 +197,15 @@ impl Store {
     /// audit event; dropping it rolls everything back.
     async fn begin_write(&self) -> Result<WriteTx<'_>> {
         let guard = self.write_lock.lock().await;
-        let tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            // Several control planes may share one database: take the chain head's row lock
+            // before any check, so every write transaction (its checks, its change and its
+            // event) runs serialized, not only the event append.
+            sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(WriteTx {
             _guard: guard,
             tx,

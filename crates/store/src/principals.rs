@@ -152,12 +152,13 @@ impl Store {
         description: &str,
     ) -> Result<Account> {
         let mut w = self.begin_write().await?;
-        self.insert_account(&mut w.tx, actor, name, description)
+        let created_at = self
+            .insert_account(&mut w.tx, actor, name, description)
             .await?;
         let account = Account {
             name: name.clone(),
             description: description.to_string(),
-            created_at: parse_ts(&ts(self.now()))?,
+            created_at,
             created_by: actor.principal.clone(),
         };
         w.commit(
@@ -174,7 +175,8 @@ impl Store {
         actor: &Actor,
         name: &PrincipalName,
         description: &str,
-    ) -> Result<()> {
+    ) -> Result<OffsetDateTime> {
+        let now = parse_ts(&ts(self.now()))?;
         if let Some(t) = &name.tenant {
             if !exists(
                 tx,
@@ -199,11 +201,11 @@ impl Store {
         .bind(&full)
         .bind(name.tenant.as_ref().map(|t| t.to_string()))
         .bind(description)
-        .bind(ts(self.now()))
+        .bind(ts(now))
         .bind(&actor.principal)
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(now)
     }
 
     /// Deletes an account with its tokens and grants.
@@ -219,16 +221,24 @@ impl Store {
         {
             return Err(StoreError::NotFound(format!("account {name} not found")));
         }
-        let left = platform_admins_left(
+        let holds_admin = exists(
             &mut w.tx,
-            "SELECT COUNT(*) AS n FROM grants WHERE role = 'admin' AND scope = 'platform' AND principal = $1",
+            "SELECT 1 AS x FROM grants WHERE role = 'admin' AND scope = 'platform' AND principal = $1",
             &[&full],
         )
         .await?;
-        if left < 1 {
-            return Err(StoreError::Conflict(format!(
-                "account {name} holds the last platform admin role; grant admin on platform to another account first"
-            )));
+        if holds_admin {
+            let left = platform_admins_left(
+                &mut w.tx,
+                "SELECT COUNT(*) AS n FROM grants WHERE role = 'admin' AND scope = 'platform' AND principal = $1",
+                &[&full],
+            )
+            .await?;
+            if left < 1 {
+                return Err(StoreError::Conflict(format!(
+                    "account {name} holds the last platform admin role; grant admin on platform to another account first"
+                )));
+            }
         }
         for sql in [
             "DELETE FROM grants WHERE principal = $1",
@@ -433,7 +443,8 @@ impl Store {
         scope: &Scope,
     ) -> Result<Grant> {
         let mut w = self.begin_write().await?;
-        self.insert_grant(&mut w.tx, actor, role, principal, scope)
+        let created_at = self
+            .insert_grant(&mut w.tx, actor, role, principal, scope)
             .await?;
         let mut ev = NewEvent::success(
             "role.grant",
@@ -446,7 +457,7 @@ impl Store {
             role,
             principal: principal.clone(),
             scope: scope.clone(),
-            created_at: parse_ts(&ts(self.now()))?,
+            created_at,
             created_by: actor.principal.clone(),
         })
     }
@@ -458,7 +469,8 @@ impl Store {
         role: Role,
         principal: &PrincipalName,
         scope: &Scope,
-    ) -> Result<()> {
+    ) -> Result<OffsetDateTime> {
+        let now = parse_ts(&ts(self.now()))?;
         let full = principal.to_string();
         if !exists(tx, "SELECT 1 AS x FROM accounts WHERE name = $1", &[&full]).await? {
             return Err(StoreError::NotFound(format!(
@@ -509,11 +521,11 @@ impl Store {
         .bind(&full)
         .bind(&scope_s)
         .bind(scope.tenant().map(|t| t.to_string()))
-        .bind(ts(self.now()))
+        .bind(ts(now))
         .bind(&actor.principal)
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(now)
     }
 
     pub async fn revoke(
