@@ -155,10 +155,10 @@ impl Ctx<'_> {
 
     /// Runs an authorized mutation; when the store refuses it, audits the refusal
     /// (outcome `failed`, detail = error code) so attempts leave a trace too.
-    pub async fn mutate<T>(
+    pub async fn mutate<T, E: Into<ApiError>>(
         &self,
         scope: &Scope,
-        fut: impl std::future::Future<Output = store::Result<T>>,
+        fut: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, ApiError> {
         match fut.await {
             Ok(v) => Ok(v),

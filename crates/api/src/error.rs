@@ -38,6 +38,25 @@ impl From<Invalid> for ApiError {
     }
 }
 
+impl From<secrets::SecretsError> for ApiError {
+    fn from(e: secrets::SecretsError) -> ApiError {
+        match e {
+            secrets::SecretsError::Store(s) => s.into(),
+            e => {
+                let code = e.code();
+                if matches!(code, Code::Internal | Code::Unavailable) {
+                    tracing::error!(error = %e, "key hierarchy failure");
+                    return ApiError::new(
+                        code,
+                        "the key hierarchy failed to serve the request; see the server log",
+                    );
+                }
+                ApiError::new(code, e.to_string())
+            }
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let code = e.code();

@@ -6,6 +6,9 @@
 //! (change and audit event in one transaction) -> JSON answer. This crate must never let a
 //! client-caused error become a 500, and never log a token or a request body.
 
+// The OpenAPI schemas are one large `json!` literal.
+#![recursion_limit = "512"]
+
 mod auth;
 mod error;
 mod handlers;
@@ -26,6 +29,15 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Shared state of the API server.
 pub struct State {
     pub store: Arc<store::Store>,
+    pub keyring: Arc<secrets::Keyring>,
     pub started: Instant,
     pub limiter: auth::AuthLimiter,
+}
+
+/// The seal status document.
+pub(crate) fn seal_status(st: &State) -> model::kms::SealStatus {
+    model::kms::SealStatus {
+        sealed: st.keyring.is_sealed(),
+        seal: st.keyring.seal_kind().to_string(),
+    }
 }

@@ -47,7 +47,34 @@ fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
         | DeleteEnvironment
         | DeletePlatformAccount
         | DeleteTenantAccount
-        | DeleteGrant => (None, 204, None),
+        | DeleteGrant
+        | DestroySecret => (None, 204, None),
+        SealStatus | Seal => (None, 200, Some(r("SealStatus"))),
+        Unseal => (Some(r("Unseal")), 200, Some(r("SealStatus"))),
+        ListKeys => (None, 200, Some(list_of("KeyInfo"))),
+        CreateKey => (Some(r("CreateKey")), 201, Some(r("KeyInfo"))),
+        GetKey | RotateKey | EnableKey | DisableKey | CancelKeyDeletion => {
+            (None, 200, Some(r("KeyInfo")))
+        }
+        UpdateKey => (Some(r("UpdateKey")), 200, Some(r("KeyInfo"))),
+        ScheduleKeyDeletion => (Some(r("ScheduleDeletion")), 200, Some(r("KeyInfo"))),
+        Encrypt => (Some(r("EncryptRequest")), 200, Some(r("Ciphertext"))),
+        Decrypt => (Some(r("DecryptRequest")), 200, Some(r("Plaintext"))),
+        GenerateDataKey => (Some(r("GenerateDataKey")), 200, Some(r("DataKey"))),
+        Rewrap => (Some(r("DecryptRequest")), 200, Some(r("Ciphertext"))),
+        ListSecrets => (None, 200, Some(list_of("SecretInfo"))),
+        GetSecret | DeleteSecret | RestoreSecret => (None, 200, Some(r("SecretInfo"))),
+        PutSecret => (Some(r("PutSecret")), 200, Some(r("SecretInfo"))),
+        GetSecretValue => (None, 200, Some(r("SecretValue"))),
+        ListSecretVersions => (None, 200, Some(list_of("SecretVersionInfo"))),
+        RewrapSecret => (None, 200, Some(r("Rewrapped"))),
+        ListSecretRequests => (None, 200, Some(list_of("SecretRequest"))),
+        CreateSecretRequest => (
+            Some(r("CreateSecretRequest")),
+            201,
+            Some(r("SecretRequest")),
+        ),
+        CancelSecretRequest => (None, 200, Some(r("SecretRequest"))),
     }
 }
 
@@ -114,6 +141,42 @@ fn schemas() -> Value {
             "seq": int, "time": time, "principal": text, "action": text, "resource": text, "scope": text,
             "outcome": { "type": "string", "enum": ["success", "denied", "unauthenticated", "failed"] },
             "request_id": text, "source": text, "detail": text, "prev_hash": text, "hash": text })),
+        "SealStatus": obj(&["sealed", "seal"], json!({ "sealed": { "type": "boolean" }, "seal": { "type": "string", "enum": ["file", "passphrase", "pkcs11"] } })),
+        "Unseal": obj(&["secret"], json!({ "secret": { "type": "string", "description": "the passphrase or the HSM PIN" } })),
+        "KeyInfo": obj(&["name", "state", "current_version", "min_decrypt_version", "rotation_days", "next_rotation_at", "deletion_at", "description", "created_at", "created_by"], json!({
+            "name": text, "state": { "type": "string", "enum": ["enabled", "disabled", "pending_deletion", "destroyed"] },
+            "current_version": int, "min_decrypt_version": int, "rotation_days": int,
+            "next_rotation_at": time_or_null, "deletion_at": time_or_null, "description": text, "created_at": time, "created_by": text })),
+        "CreateKey": obj(&["name"], json!({ "name": name, "rotation_days": { "type": ["integer", "null"], "minimum": 1, "maximum": 3650 }, "description": { "type": "string", "maxLength": 256 } })),
+        "UpdateKey": obj(&[], json!({ "rotation_days": { "type": ["integer", "null"] }, "min_decrypt_version": { "type": ["integer", "null"] } })),
+        "ScheduleDeletion": obj(&["days"], json!({ "days": { "type": "integer", "minimum": 7, "maximum": 30 } })),
+        "Context": { "type": "object", "additionalProperties": { "type": "string" }, "description": "encryption context: bound into the AAD, required again to decrypt" },
+        "EncryptRequest": obj(&["plaintext_b64"], json!({ "plaintext_b64": text, "context": r("Context") })),
+        "DecryptRequest": obj(&["ciphertext"], json!({ "ciphertext": text, "context": r("Context") })),
+        "GenerateDataKey": obj(&[], json!({ "bytes": { "type": ["integer", "null"], "enum": [16, 32, null] }, "context": r("Context") })),
+        "Ciphertext": obj(&["ciphertext", "key_version"], json!({ "ciphertext": text, "key_version": int })),
+        "Plaintext": obj(&["plaintext_b64", "key_version"], json!({ "plaintext_b64": text, "key_version": int })),
+        "DataKey": obj(&["plaintext_b64", "ciphertext", "key_version"], json!({ "plaintext_b64": text, "ciphertext": text, "key_version": int })),
+        "SecretInfo": obj(&["name", "state", "current_version", "previous_version", "description", "created_at", "created_by", "updated_at", "updated_by", "deleted_at", "purge_at"], json!({
+            "name": text, "state": { "type": "string", "enum": ["active", "deleted"] }, "current_version": int,
+            "previous_version": { "type": ["integer", "null"] }, "description": text, "created_at": time, "created_by": text,
+            "updated_at": time, "updated_by": text, "deleted_at": time_or_null, "purge_at": time_or_null })),
+        "SecretVersionInfo": obj(&["version", "stage", "content_type", "size", "key_version", "created_at", "created_by"], json!({
+            "version": int, "stage": { "type": ["string", "null"], "enum": ["current", "previous", null] },
+            "content_type": { "type": "string", "enum": ["text", "json", "binary"] }, "size": int, "key_version": int,
+            "created_at": time, "created_by": text })),
+        "PutSecret": obj(&[], json!({ "value": { "type": ["string", "null"] }, "value_b64": { "type": ["string", "null"] },
+            "content_type": { "type": ["string", "null"], "enum": ["text", "json", "binary", null] },
+            "if_version": { "type": ["integer", "null"] }, "description": { "type": ["string", "null"] } })),
+        "SecretValue": obj(&["name", "version", "content_type", "value", "value_b64"], json!({ "name": text, "version": int,
+            "content_type": { "type": "string", "enum": ["text", "json", "binary"] },
+            "value": { "type": ["string", "null"] }, "value_b64": { "type": ["string", "null"] } })),
+        "DestroySecret": obj(&[], json!({ "force": { "type": "boolean", "description": "destroy inside the recovery window (admin only)" } })),
+        "Rewrapped": obj(&["rewrapped_versions"], json!({ "rewrapped_versions": int })),
+        "SecretRequest": obj(&["id", "secret", "description", "state", "requested_by", "requested_at", "closed_by", "closed_at"], json!({
+            "id": text, "secret": text, "description": text, "state": { "type": "string", "enum": ["open", "fulfilled", "cancelled"] },
+            "requested_by": text, "requested_at": time, "closed_by": { "type": ["string", "null"] }, "closed_at": time_or_null })),
+        "CreateSecretRequest": obj(&["name"], json!({ "name": name, "description": { "type": "string", "maxLength": 256 } })),
         "VerifyReport": obj(&["intact", "events", "first_bad_seq", "problem"], json!({
             "intact": { "type": "boolean" }, "events": int,
             "first_bad_seq": { "type": ["integer", "null"] }, "problem": { "type": ["string", "null"] } })),
@@ -151,7 +214,10 @@ pub fn document() -> Value {
             "parameters": params,
             "responses": responses,
         });
-        if !matches!(route.op, Op::Health | Op::OpenApi) {
+        if !matches!(
+            route.op,
+            Op::Health | Op::OpenApi | Op::SealStatus | Op::Unseal
+        ) {
             op["security"] = json!([{ "bearer": [] }]);
         }
         if let Some(s) = req {

@@ -34,6 +34,34 @@ pub enum Op {
     DeleteGrant,
     ListAuditEvents,
     VerifyAudit,
+    SealStatus,
+    Unseal,
+    Seal,
+    ListKeys,
+    CreateKey,
+    GetKey,
+    UpdateKey,
+    RotateKey,
+    EnableKey,
+    DisableKey,
+    ScheduleKeyDeletion,
+    CancelKeyDeletion,
+    Encrypt,
+    Decrypt,
+    GenerateDataKey,
+    Rewrap,
+    ListSecrets,
+    GetSecret,
+    PutSecret,
+    GetSecretValue,
+    ListSecretVersions,
+    DeleteSecret,
+    RestoreSecret,
+    DestroySecret,
+    RewrapSecret,
+    ListSecretRequests,
+    CreateSecretRequest,
+    CancelSecretRequest,
 }
 
 pub struct Route {
@@ -81,6 +109,34 @@ routes! {
     "DELETE" "/v1/grants" => DeleteGrant, "role.revoke", "Revoke a role on a scope";
     "GET" "/v1/audit/events" => ListAuditEvents, "audit.list", "Audit events the caller can read";
     "GET" "/v1/audit/verify" => VerifyAudit, "audit.verify", "Verify the audit hash chain";
+    "GET" "/v1/sys/seal-status" => SealStatus, "seal.status", "Whether the server is sealed (no token needed)";
+    "POST" "/v1/sys/unseal" => Unseal, "seal.unseal", "Unseal with the passphrase or HSM PIN (no token needed)";
+    "POST" "/v1/sys/seal" => Seal, "seal.seal", "Seal the server: forget the root key until unsealed";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/keys" => ListKeys, "key.list", "KMS keys of an environment";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys" => CreateKey, "key.create", "Create a KMS key";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}" => GetKey, "key.read", "Show a KMS key";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/settings" => UpdateKey, "key.update", "Change the rotation period or retire old versions";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/rotate" => RotateKey, "key.rotate", "Rotate now: a new version becomes current";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/enable" => EnableKey, "key.enable", "Enable a disabled key";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/disable" => DisableKey, "key.disable", "Disable a key (it refuses every use)";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/schedule-deletion" => ScheduleKeyDeletion, "key.schedule-deletion", "Schedule the key's destruction in 7-30 days";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/cancel-deletion" => CancelKeyDeletion, "key.cancel-deletion", "Cancel a scheduled deletion (the key comes back disabled)";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/encrypt" => Encrypt, "key.encrypt", "Encrypt up to 4 KiB";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/decrypt" => Decrypt, "key.decrypt", "Decrypt a ciphertext of this key";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/generate-data-key" => GenerateDataKey, "key.generate-data-key", "A fresh data key, in plaintext and encrypted";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/keys/{key}/rewrap" => Rewrap, "key.rewrap", "Re-encrypt a ciphertext under the current version";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/secrets" => ListSecrets, "secret.list", "Secrets of an environment (metadata only)";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}" => GetSecret, "secret.read", "A secret's metadata";
+    "PUT" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}" => PutSecret, "secret.put", "Put a new version of a secret";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}/value" => GetSecretValue, "secret.read-value", "Read a value (audited)";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}/versions" => ListSecretVersions, "secret.versions", "A secret's versions and stages";
+    "DELETE" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}" => DeleteSecret, "secret.delete", "Delete (recoverable for 7-30 days)";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}/restore" => RestoreSecret, "secret.restore", "Restore a deleted secret";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}/destroy" => DestroySecret, "secret.destroy", "Destroy for good (after the window, or forced by an admin)";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/secrets/{secret}/rewrap" => RewrapSecret, "secret.rewrap", "Re-encrypt every version under the secret key's current version";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/secret-requests" => ListSecretRequests, "secret-request.list", "Requests for secrets";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/secret-requests" => CreateSecretRequest, "secret-request.create", "Ask an operator to put a secret";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/secret-requests/{request}/cancel" => CancelSecretRequest, "secret-request.cancel", "Cancel an open request";
 }
 
 /// The query parameters an operation accepts; any other is refused with 400.
@@ -90,6 +146,8 @@ pub fn query_params(op: Op) -> &'static [&'static str] {
         Op::ListGrants => &["scope", "principal"],
         Op::DeleteGrant => &["role", "principal", "scope"],
         Op::ListAuditEvents => &["tenant", "principal", "action", "since", "after", "limit"],
+        Op::GetSecretValue => &["version", "stage"],
+        Op::DeleteSecret => &["recovery_days"],
         _ => &[],
     }
 }

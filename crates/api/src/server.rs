@@ -38,6 +38,24 @@ pub struct Config {
     pub store_url: Option<String>,
     /// Extra DNS names or addresses for the API certificate.
     pub tls_names: Vec<String>,
+    /// How the root key is sealed; `None`: a key file in the data directory.
+    pub seal: Option<secrets::SealSetup>,
+    /// How often the rotation reconciler looks for due keys.
+    pub rotation_interval: Duration,
+}
+
+impl Config {
+    /// The defaults of `gantry up` for a data directory and an address.
+    pub fn new(data_dir: PathBuf, api_addr: SocketAddr) -> Config {
+        Config {
+            data_dir,
+            api_addr,
+            store_url: None,
+            tls_names: Vec::new(),
+            seal: None,
+            rotation_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +71,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("key hierarchy: {0}")]
+    Keys(#[from] secrets::SecretsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -139,6 +159,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let tls_config = tls::server_config(tls::TlsPolicy::Compatible, ca.issue_server(&names)?)?;
 
+    let seal = config.seal.clone().unwrap_or(secrets::SealSetup::File {
+        key_path: dir.join("seal.key"),
+    });
+    if matches!(seal, secrets::SealSetup::File { .. }) {
+        tracing::warn!("the root key is sealed by a key file in the data directory: fine for development; use --seal passphrase or --seal pkcs11 in production");
+    }
+    let clock: Arc<dyn model::clock::Clock> = Arc::new(model::clock::SystemClock);
+    let keyring = Arc::new(secrets::Keyring::open(store.clone(), seal, clock).await?);
+    if keyring.is_sealed() {
+        tracing::warn!(
+            seal = keyring.seal_kind(),
+            "started sealed: run `gantry unseal`"
+        );
+    }
+    let rotator = secrets::Rotator::new(keyring.clone()).spawn(config.rotation_interval);
+
     let admin_token = match store.bootstrap().await? {
         Some(t) => {
             tls::write_private(
@@ -163,16 +199,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let state = Arc::new(State {
         store: store.clone(),
+        keyring,
         started: Instant::now(),
         limiter: auth::AuthLimiter::default(),
     });
     let (tx, rx) = watch::channel(false);
-    let done = tokio::spawn(accept_loop(
-        listener,
-        TlsAcceptor::from(tls_config),
-        state,
-        rx,
-    ));
+    let done = tokio::spawn(async move {
+        accept_loop(listener, TlsAcceptor::from(tls_config), state, rx).await;
+        rotator.abort();
+    });
     Ok(Running {
         addr,
         admin_token,
@@ -333,7 +368,22 @@ async fn dispatch(
                 String::new(),
             )
         }
+        Op::SealStatus => {
+            return (
+                h::json(StatusCode::OK, &crate::seal_status(state)),
+                String::new(),
+            )
+        }
+        Op::Unseal => {
+            let (parts, body) = req.into_parts();
+            let r = unseal(state, peer, rid, &parts.headers, body, &path).await;
+            return (r.unwrap_or_else(|e| h::error(&e)), String::new());
+        }
         _ => {}
+    }
+    if state.keyring.is_sealed() {
+        let e = ApiError::new(Code::Sealed, "the server is sealed; run `gantry unseal`");
+        return (h::error(&e), String::new());
     }
     let (parts, body) = req.into_parts();
     let who = match auth::authenticate(state, &parts.headers, peer, rid, route, &path).await {
@@ -363,4 +413,47 @@ async fn dispatch(
         Err(e) => h::error(&e),
     };
     (resp, principal)
+}
+
+/// `POST /v1/sys/unseal`: no token (the passphrase or PIN is the credential); failures are
+/// rate limited like failed authentications, and every attempt is audited.
+async fn unseal(
+    state: &State,
+    peer: SocketAddr,
+    rid: &str,
+    headers: &http::HeaderMap,
+    body: Incoming,
+    path: &str,
+) -> Result<Response<Body>, ApiError> {
+    if state.limiter.blocked(peer.ip()) {
+        return Err(ApiError::new(
+            Code::RateLimited,
+            "too many failed attempts from this address; retry in a minute",
+        ));
+    }
+    let req: model::kms::Unseal = h::read_json(headers, body).await?;
+    if !state.keyring.is_sealed() {
+        return Ok(h::json(StatusCode::OK, &crate::seal_status(state)));
+    }
+    let keyring = state.keyring.clone();
+    // Argon2id is deliberately slow: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || keyring.unseal(&req.secret))
+        .await
+        .map_err(|_| ApiError::new(Code::Internal, "unseal task failed"))?;
+    let actor = store::Actor {
+        principal: "anonymous".into(),
+        request_id: rid.to_string(),
+        source: peer.to_string(),
+    };
+    let mut event =
+        store::audit::NewEvent::success("seal.unseal", path.to_string(), model::Scope::Platform);
+    if let Err(e) = &result {
+        event.outcome = model::types::Outcome::Failed;
+        event.detail = e.code().as_str().to_string();
+        state.limiter.failed(peer.ip());
+    }
+    state.store.record(&actor, event).await?;
+    result?;
+    tracing::info!(source = %peer, "unsealed");
+    Ok(h::json(StatusCode::OK, &crate::seal_status(state)))
 }

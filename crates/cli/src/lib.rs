@@ -143,6 +143,38 @@ pub struct UpArgs {
     /// Log format
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How the root key is sealed: `file` (a key file in --data; development), `passphrase`
+    /// (Argon2id; starts sealed; the first start reads GANTRY_SEAL_PASSPHRASE) or `pkcs11`
+    /// (an HSM; unsealed at start when GANTRY_PKCS11_PIN is set)
+    #[arg(long, env = "GANTRY_SEAL", value_enum, default_value_t = SealKind::File)]
+    pub seal: SealKind,
+    /// PKCS#11 module of the HSM
+    #[arg(
+        long,
+        env = "GANTRY_PKCS11_MODULE",
+        default_value = "/usr/lib/softhsm/libsofthsm2.so"
+    )]
+    pub pkcs11_module: PathBuf,
+    /// Label of the HSM token holding the root key
+    #[arg(long, env = "GANTRY_PKCS11_TOKEN", default_value = "gantry")]
+    pub pkcs11_token: String,
+    /// Label of the root key on the token
+    #[arg(long, env = "GANTRY_PKCS11_KEY_LABEL", default_value = "gantry-root")]
+    pub pkcs11_key_label: String,
+    /// How often key rotation schedules are checked, e.g. 60s
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub rotation_check: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SealKind {
+    File,
+    Passphrase,
+    Pkcs11,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 60s, 5m)"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

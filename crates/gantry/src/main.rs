@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Args, Command, LogFormat, UpArgs};
+use cli::{Args, Command, LogFormat, SealKind, UpArgs};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -57,12 +57,11 @@ fn init_logging(format: LogFormat) {
 async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     init_logging(up.log_format);
     let started = std::time::Instant::now();
-    let config = api::Config {
-        data_dir: up.data.clone(),
-        api_addr: up.api,
-        store_url: up.store.clone(),
-        tls_names: up.tls_names.clone(),
-    };
+    let mut config = api::Config::new(up.data.clone(), up.api);
+    config.store_url = up.store.clone();
+    config.tls_names = up.tls_names.clone();
+    config.rotation_interval = up.rotation_check;
+    config.seal = Some(seal_setup(&up));
     let running = api::start(config).await?;
     if let Some(token) = &running.admin_token {
         // Printed once, on the very first start; also in <data>/admin.token (0600).
@@ -83,6 +82,33 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// Reads a secret from the environment and removes it, so no child process inherits it.
+fn take_env(name: &str) -> Option<String> {
+    let v = std::env::var(name).ok().filter(|v| !v.is_empty());
+    std::env::remove_var(name);
+    v
+}
+
+fn seal_setup(up: &UpArgs) -> secrets::SealSetup {
+    match up.seal {
+        SealKind::File => secrets::SealSetup::File {
+            key_path: up.data.join("seal.key"),
+        },
+        SealKind::Passphrase => secrets::SealSetup::Passphrase {
+            initial: take_env("GANTRY_SEAL_PASSPHRASE"),
+            params: Default::default(),
+        },
+        SealKind::Pkcs11 => secrets::SealSetup::Pkcs11 {
+            slot: keys::seal::Pkcs11Slot {
+                module: up.pkcs11_module.clone(),
+                token_label: up.pkcs11_token.clone(),
+            },
+            key_label: up.pkcs11_key_label.clone(),
+            pin: take_env("GANTRY_PKCS11_PIN"),
+        },
+    }
 }
 
 async fn shutdown_signal() {

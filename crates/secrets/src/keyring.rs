@@ -21,8 +21,9 @@ use time::OffsetDateTime;
 
 use crate::{b64, unb64, Result, SecretsError};
 
-/// How the installation's root key is sealed, from `gantry up` flags.
-#[derive(Debug, Clone)]
+/// How the installation's root key is sealed, from `gantry up` flags. Its `Debug` never
+/// shows the passphrase or the PIN.
+#[derive(Clone)]
 pub enum SealSetup {
     /// A key file (development): unsealed automatically on start.
     File { key_path: PathBuf },
@@ -39,11 +40,31 @@ pub enum SealSetup {
     },
 }
 
+impl std::fmt::Debug for SealSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealSetup::File { key_path } => write!(f, "File({})", key_path.display()),
+            SealSetup::Passphrase { .. } => f.write_str("Passphrase(..)"),
+            SealSetup::Pkcs11 {
+                slot, key_label, ..
+            } => {
+                write!(
+                    f,
+                    "Pkcs11({}, {}, {key_label})",
+                    slot.module.display(),
+                    slot.token_label
+                )
+            }
+        }
+    }
+}
+
 pub struct Keyring {
     pub(crate) store: Arc<Store>,
     pub(crate) clock: Arc<dyn Clock>,
     config: SealConfig,
     pkcs11: Option<Pkcs11Slot>,
+    key_file: Option<PathBuf>,
     root: RwLock<Option<Arc<dyn RootKey>>>,
     cache: Mutex<HashMap<(String, u32), KeyMaterial>>,
 }
@@ -68,6 +89,10 @@ impl Keyring {
         let existing = store.seal_config().await?;
         let pkcs11 = match &setup {
             SealSetup::Pkcs11 { slot, .. } => Some(slot.clone()),
+            _ => None,
+        };
+        let key_file = match &setup {
+            SealSetup::File { key_path } => Some(key_path.clone()),
             _ => None,
         };
         let (config, root): (SealConfig, Option<Box<dyn RootKey>>) = match existing {
@@ -137,6 +162,7 @@ impl Keyring {
             clock,
             config,
             pkcs11,
+            key_file,
             root: RwLock::new(root.map(Arc::from)),
             cache: Mutex::new(HashMap::new()),
         })
@@ -153,25 +179,29 @@ impl Keyring {
         self.config.kind()
     }
 
-    /// Unseals with a passphrase or an HSM PIN. A wrong one is `KeyError::BadUnsealKey`.
+    /// Unseals with a passphrase or an HSM PIN (the file seal re-reads its key file). A wrong
+    /// one is `KeyError::BadUnsealKey`.
     pub fn unseal(&self, secret: &str) -> Result<()> {
-        let root = match &self.config {
-            SealConfig::Passphrase { .. } => {
-                seal::unseal(&self.config, UnsealKey::Passphrase(secret))?
-            }
-            SealConfig::Pkcs11 { .. } => {
-                let slot = self
-                    .pkcs11
-                    .as_ref()
-                    .ok_or_else(|| SecretsError::Config("no PKCS#11 module configured".into()))?;
-                seal::unseal(&self.config, UnsealKey::Pkcs11(slot, secret))?
-            }
-            SealConfig::File { .. } => {
-                return Err(SecretsError::Conflict(
-                    "the file seal unseals itself on start".into(),
-                ))
-            }
-        };
+        let root =
+            match &self.config {
+                SealConfig::Passphrase { .. } => {
+                    seal::unseal(&self.config, UnsealKey::Passphrase(secret))?
+                }
+                SealConfig::Pkcs11 { .. } => {
+                    let slot = self.pkcs11.as_ref().ok_or_else(|| {
+                        SecretsError::Config("no PKCS#11 module configured".into())
+                    })?;
+                    seal::unseal(&self.config, UnsealKey::Pkcs11(slot, secret))?
+                }
+                // The file seal ignores `secret`: unsealing re-reads the key file.
+                SealConfig::File { .. } => {
+                    let path = self.key_file.as_ref().ok_or_else(|| {
+                        SecretsError::Config("no seal key file configured".into())
+                    })?;
+                    let kek = seal::load_existing_key_file(path)?;
+                    seal::unseal(&self.config, UnsealKey::File(&kek))?
+                }
+            };
         *self.root.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(root));
         Ok(())
     }

@@ -192,6 +192,7 @@ async fn cases(s: &Server, i: usize) -> Vec<Case> {
             Some(json!({"role": "viewer", "principal": format!("{t}/bot"), "scope": env})),
             Rule::Table(Resource::Grant, Action::Create, sc(&env)),
         ));
+        key_and_secret_cases(s, i, t, &mut v).await;
         let r = s
             .admin(
                 "POST",
@@ -262,6 +263,210 @@ async fn cases(s: &Server, i: usize) -> Vec<Case> {
         Rule::Anywhere(Resource::Audit, Action::Verify),
     ));
     v
+}
+
+/// Cases of the environment-scoped KMS, secret and secret-request endpoints in `t/staging`.
+async fn key_and_secret_cases(s: &Server, i: usize, t: &str, v: &mut Vec<Case>) {
+    let base = format!("/v1/tenants/{t}/environments/staging");
+    let env = sc(&format!("{t}/staging"));
+    let c = |method, path: String, body, res, act| Case {
+        method,
+        path,
+        body,
+        rule: Rule::Table(res, act, env.clone()),
+    };
+    use Action::*;
+    use Resource::{Key, Secret, SecretRequest};
+    // Fixtures made by the admin: a key k, a ciphertext, a secret s, and per-case targets.
+    if i == 0 {
+        s.ok("POST", &format!("{base}/keys"), Some(json!({"name": "k"})))
+            .await;
+        s.ok(
+            "PUT",
+            &format!("{base}/secrets/s"),
+            Some(json!({"value": "v"})),
+        )
+        .await;
+    }
+    let ct = s
+        .ok(
+            "POST",
+            &format!("{base}/keys/k/encrypt"),
+            Some(json!({"plaintext_b64": "aGk="})),
+        )
+        .await["ciphertext"]
+        .clone();
+    s.ok(
+        "POST",
+        &format!("{base}/keys"),
+        Some(json!({"name": format!("del-{i}")})),
+    )
+    .await;
+    s.ok(
+        "PUT",
+        &format!("{base}/secrets/del-{i}"),
+        Some(json!({"value": "v"})),
+    )
+    .await;
+    let req = s
+        .ok(
+            "POST",
+            &format!("{base}/secret-requests"),
+            Some(json!({"name": format!("req-{i}")})),
+        )
+        .await;
+    let req_id = req["id"].as_str().unwrap().to_string();
+    v.push(c("GET", format!("{base}/keys"), None, Key, Read));
+    v.push(c(
+        "POST",
+        format!("{base}/keys"),
+        Some(json!({"name": format!("new-{i}")})),
+        Key,
+        Create,
+    ));
+    v.push(c("GET", format!("{base}/keys/k"), None, Key, Read));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/k/settings"),
+        Some(json!({"rotation_days": 100})),
+        Key,
+        Update,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/k/rotate"),
+        None,
+        Key,
+        Update,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/del-{i}/disable"),
+        None,
+        Key,
+        Update,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/del-{i}/enable"),
+        None,
+        Key,
+        Update,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/k/encrypt"),
+        Some(json!({"plaintext_b64": "aGk="})),
+        Key,
+        Use,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/k/decrypt"),
+        Some(json!({"ciphertext": ct})),
+        Key,
+        Use,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/k/generate-data-key"),
+        Some(json!({})),
+        Key,
+        Use,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/k/rewrap"),
+        Some(json!({"ciphertext": ct})),
+        Key,
+        Use,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/del-{i}/schedule-deletion"),
+        Some(json!({"days": 7})),
+        Key,
+        Delete,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/keys/del-{i}/cancel-deletion"),
+        None,
+        Key,
+        Delete,
+    ));
+    v.push(c("GET", format!("{base}/secrets"), None, Secret, Read));
+    v.push(c("GET", format!("{base}/secrets/s"), None, Secret, Read));
+    v.push(c(
+        "GET",
+        format!("{base}/secrets/s/versions"),
+        None,
+        Secret,
+        Read,
+    ));
+    v.push(c(
+        "PUT",
+        format!("{base}/secrets/s"),
+        Some(json!({"value": format!("v{i}")})),
+        Secret,
+        Create,
+    ));
+    v.push(c(
+        "GET",
+        format!("{base}/secrets/s/value"),
+        None,
+        Secret,
+        ReadValue,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/secrets/s/rewrap"),
+        None,
+        Secret,
+        Create,
+    ));
+    v.push(c(
+        "DELETE",
+        format!("{base}/secrets/del-{i}"),
+        None,
+        Secret,
+        Delete,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/secrets/del-{i}/restore"),
+        None,
+        Secret,
+        Delete,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/secrets/del-{i}/destroy"),
+        None,
+        Secret,
+        Destroy,
+    ));
+    v.push(c(
+        "GET",
+        format!("{base}/secret-requests"),
+        None,
+        SecretRequest,
+        Read,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/secret-requests"),
+        Some(json!({"name": format!("r-{i}")})),
+        SecretRequest,
+        Create,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/secret-requests/{req_id}/cancel"),
+        None,
+        SecretRequest,
+        Update,
+    ));
 }
 
 fn expected(p: &Principal, rule: &Rule) -> bool {
@@ -336,8 +541,14 @@ async fn every_endpoint_every_role_in_and_out_of_scope() {
         }
     }
     // Every authenticated route of the table was exercised.
+    use api::routes::Op;
     for route in api::routes::ROUTES {
-        if !matches!(route.op, api::routes::Op::Health | api::routes::Op::OpenApi) {
+        // Unauthenticated endpoints, and sealing (which stops the server answering), are
+        // covered by their own tests.
+        if !matches!(
+            route.op,
+            Op::Health | Op::OpenApi | Op::SealStatus | Op::Unseal | Op::Seal
+        ) {
             assert!(
                 routes_seen.contains(&(route.id.to_string() + route.path)),
                 "route {} {} not in the matrix",
@@ -459,8 +670,14 @@ async fn unauthenticated_requests_are_refused_and_audited_on_every_endpoint() {
             .replace("{account}", "bot")
             .replace("{token}", "tok_1");
         let r = s.call(route.method, &path, None, None).await;
-        if matches!(route.op, api::routes::Op::Health | api::routes::Op::OpenApi) {
+        if matches!(
+            route.op,
+            api::routes::Op::Health | api::routes::Op::OpenApi | api::routes::Op::SealStatus
+        ) {
             assert_eq!(r.status, 200, "{path}");
+            continue;
+        }
+        if route.op == api::routes::Op::Unseal {
             continue;
         }
         assert_eq!(r.status, 401, "{} {path}: {}", route.method, r.body);
@@ -633,6 +850,65 @@ async fn tenant_accounts_cannot_be_granted_roles_elsewhere_and_the_last_admin_st
         .await
         .status,
         403
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn only_platform_admins_seal_and_sealed_means_503_until_unsealed() {
+    let s = Server::start().await;
+    s.ok("POST", "/v1/tenants", Some(json!({"name": "acme"})))
+        .await;
+    s.ok(
+        "POST",
+        "/v1/tenants/acme/environments",
+        Some(json!({"name": "staging", "kind": "staging"})),
+    )
+    .await;
+    let ps = principals(&s).await;
+    for p in &ps {
+        if p.account == "admin-p" {
+            continue;
+        }
+        let r = s.call("POST", "/v1/sys/seal", Some(&p.token), None).await;
+        assert_eq!(r.status, 403, "{} may not seal", p.account);
+    }
+    let status = s.call("GET", "/v1/sys/seal-status", None, None).await.body;
+    assert_eq!(status, json!({"sealed": false, "seal": "file"}));
+    let admin_p = &ps.iter().find(|p| p.account == "admin-p").unwrap().token;
+    let r = s.call("POST", "/v1/sys/seal", Some(admin_p), None).await;
+    assert_eq!(r.body["sealed"], true);
+    // Everything but health, the document, seal status and unseal answers 503 `sealed`.
+    for (m, path) in [
+        ("GET", "/v1/whoami"),
+        ("GET", "/v1/tenants"),
+        ("GET", "/v1/tenants/acme/environments/staging/secrets"),
+        ("POST", "/v1/sys/seal"),
+    ] {
+        let r = s.call(m, path, Some(&s.admin.clone()), None).await;
+        assert_eq!((r.status, r.code()), (503, "sealed"), "{m} {path}");
+    }
+    assert_eq!(s.call("GET", "/v1/health", None, None).await.status, 200);
+    assert_eq!(
+        s.call("GET", "/v1/sys/seal-status", None, None).await.body["sealed"],
+        true
+    );
+    // The file seal unseals by re-reading its key file.
+    let r = s
+        .call("POST", "/v1/sys/unseal", None, Some(json!({"secret": ""})))
+        .await;
+    assert_eq!((r.status, r.body["sealed"].as_bool()), (200, Some(false)));
+    assert_eq!(s.admin("GET", "/v1/whoami", None).await.status, 200);
+    let ev = s.ok("GET", "/v1/audit/events?action=seal.*", None).await;
+    let actions: Vec<&str> = ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.ends_with(&["seal.seal", "seal.unseal"]),
+        "{actions:?}"
     );
     s.stop().await;
 }

@@ -149,10 +149,12 @@ async fn audit_filters() {
         .iter()
         .map(|e| e["seq"].as_i64().unwrap())
         .collect();
-    assert_eq!(seqs, (1..=5).collect::<Vec<_>>());
+    // seal.init, platform.bootstrap, then the four changes above.
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+    assert_eq!(all["items"][0]["action"], "seal.init");
     assert_eq!(
         count(s.ok("GET", "/v1/audit/events?after=3", None).await),
-        2
+        3
     );
     s.stop().await;
 }
@@ -160,12 +162,8 @@ async fn audit_filters() {
 #[tokio::test]
 async fn restart_keeps_state_and_bootstraps_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = api::Config {
-        data_dir: dir.path().join("d"),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        store_url: None,
-        tls_names: vec!["gantry.internal".into()],
-    };
+    let mut config = api::Config::new(dir.path().join("d"), "127.0.0.1:0".parse().unwrap());
+    config.tls_names = vec!["gantry.internal".into()];
     let first = api::start(config.clone()).await.unwrap();
     let token = first.admin_token.clone().unwrap();
     let file = std::fs::read_to_string(dir.path().join("d/admin.token")).unwrap();

@@ -317,7 +317,7 @@ fn audit_verify_names_the_tampered_event() {
     }
     assert_eq!(
         ok(g.cli(&["audit", "verify"])).trim(),
-        "chain intact: 7 events"
+        "chain intact: 8 events"
     );
     g.stop();
     // Altered: an event's principal rewritten.

@@ -13,6 +13,9 @@ use model::types::{
 };
 use model::{Code, Name, PrincipalName, Role, Scope};
 
+mod key_ops;
+mod secret_ops;
+
 use crate::auth::Ctx;
 use crate::error::ApiError;
 use crate::http::{get, json, no_content, query, read_json, Body};
@@ -32,6 +35,20 @@ fn name(s: &str) -> Result<Name, ApiError> {
     Ok(Name::parse(s)?)
 }
 
+/// The environment an environment-scoped operation targets: parsed, authorized for `op`
+/// (the refusal audited), then checked to exist. Authorization comes first so that a
+/// principal learns nothing about environments it may not see.
+async fn env_target(ctx: &Ctx<'_>, params: &[&str], op: Op) -> Result<Scope, ApiError> {
+    let (t, e) = (name(params[0])?, name(params[1])?);
+    let scope = Scope::Environment(t.clone(), e.clone());
+    let (resource, action) = key_ops::permission(op)
+        .or_else(|| secret_ops::permission(op))
+        .ok_or_else(|| ApiError::new(Code::Internal, "operation without a permission"))?;
+    ctx.allow(resource, action, &scope).await?;
+    ctx.state.store.environment(&t, &e).await?;
+    Ok(scope)
+}
+
 /// A request: its headers, query string and (not yet read) body.
 pub struct Req {
     pub headers: http::HeaderMap,
@@ -44,7 +61,26 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
     let q = query(req.query.as_deref(), q_allowed)?;
     let st = &ctx.state;
     match op {
-        Op::Health | Op::OpenApi => Err(ApiError::new(Code::Internal, "unreachable")),
+        Op::Health | Op::OpenApi | Op::SealStatus | Op::Unseal => {
+            Err(ApiError::new(Code::Internal, "unreachable"))
+        }
+        Op::Seal => {
+            ctx.allow(Resource::System, Action::Update, &Scope::Platform)
+                .await?;
+            st.keyring.seal();
+            st.store
+                .record(
+                    &ctx.actor,
+                    store::audit::NewEvent::success("seal.seal", "seal".into(), Scope::Platform),
+                )
+                .await?;
+            tracing::warn!(principal = %ctx.actor.principal, "sealed by request");
+            ok(&crate::seal_status(st))
+        }
+        op if key_ops::permission(op).is_some() => key_ops::call(ctx, op, params, req).await,
+        op if secret_ops::permission(op).is_some() => {
+            secret_ops::call(ctx, op, params, &q, req).await
+        }
         Op::Status => ok(&Status {
             version: crate::VERSION.to_string(),
             store: st.store.describe().to_string(),
@@ -352,6 +388,7 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
             }
             ok(&st.store.audit_verify().await?)
         }
+        _ => Err(ApiError::new(Code::Internal, "operation without a handler")),
     }
 }
 
