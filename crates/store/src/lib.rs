@@ -48,6 +48,9 @@ pub enum StoreError {
     Backend(sqlx::Error),
     #[error("store holds data this version cannot read: {0}")]
     Corrupt(String),
+    /// A batched write failed (the cause is logged once by the batch writer).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -60,6 +63,7 @@ impl StoreError {
             StoreError::BadUrl(_) => Code::InvalidArgument,
             StoreError::Backend(_) => Code::Unavailable,
             StoreError::Corrupt(_) => Code::Internal,
+            StoreError::Unavailable(_) => Code::Unavailable,
         }
     }
 }
@@ -120,9 +124,11 @@ pub struct Store {
     engine: Engine,
     /// Serializes writers inside this process (SQLite allows one writer; on PostgreSQL it
     /// avoids queueing every writer on the chain-head row lock).
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
     url_display: String,
+    /// Events without a change (reads, refusals) go to the group-commit writer.
+    recorder: audit::Recorder,
 }
 
 impl Store {
@@ -165,12 +171,16 @@ impl Store {
             })
             .connect_with(opts)
             .await?;
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let recorder =
+            audit::Recorder::spawn(pool.clone(), engine, write_lock.clone(), clock.clone());
         let store = Store {
             pool,
             engine,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock,
             clock,
             url_display,
+            recorder,
         };
         schema::migrate(&store).await?;
         Ok(store)
@@ -197,15 +207,7 @@ impl Store {
     /// audit event; dropping it rolls everything back.
     async fn begin_write(&self) -> Result<WriteTx<'_>> {
         let guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
-        if self.engine == Engine::Postgres {
-            // Several control planes may share one database: take the chain head's row lock
-            // before any check, so every write transaction (its checks, its change and its
-            // event) runs serialized, not only the event append.
-            sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
-                .execute(&mut *tx)
-                .await?;
-        }
+        let tx = begin(&self.pool, self.engine).await?;
         Ok(WriteTx {
             _guard: guard,
             tx,
@@ -229,6 +231,20 @@ impl WriteTx<'_> {
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// Begins a write transaction. Call with the writer lock held.
+pub(crate) async fn begin(pool: &AnyPool, engine: Engine) -> Result<Transaction<'static, Any>> {
+    let mut tx = pool.begin().await?;
+    if engine == Engine::Postgres {
+        // Several control planes may share one database: take the chain head's row lock
+        // before any check, so every write transaction (its checks, its change and its
+        // event) runs serialized, not only the event append.
+        sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
 }
 
 fn connect_url(engine: Engine, url: &str) -> String {
