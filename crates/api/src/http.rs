@@ -62,6 +62,39 @@ pub async fn read_json<T: DeserializeOwned>(
     body: Incoming,
 ) -> Result<T, ApiError> {
     let bytes = read_body(headers, body).await?;
+    check_json_type(headers, &bytes)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid request body: {}",
+            model::name::truncate(&e.to_string())
+        ))
+    })
+}
+
+/// Like `read_json`, for bodies that carry a secret (a value, a plaintext, a passphrase):
+/// decoding errors never quote the body, since serde's messages include the offending
+/// value (`invalid type: string "..."`). Unknown and missing fields are still named.
+pub async fn read_secret_json<T: DeserializeOwned>(
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<T, ApiError> {
+    let bytes = read_body_up_to(headers, body, MAX_SECRET_BODY).await?;
+    check_json_type(headers, &bytes)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("unknown field") || msg.starts_with("missing field") {
+            ApiError::bad_request(format!("invalid request body: {}", model::name::truncate(&msg)))
+        } else {
+            ApiError::bad_request(format!(
+                "invalid request body at line {} column {}: not the expected JSON document (the value is not repeated here)",
+                e.line(),
+                e.column()
+            ))
+        }
+    })
+}
+
+fn check_json_type(headers: &http::HeaderMap, bytes: &[u8]) -> Result<(), ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "request body is empty; send a JSON object",
@@ -78,20 +111,27 @@ pub async fn read_json<T: DeserializeOwned>(
             "request body must be application/json",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "invalid request body: {}",
-            model::name::truncate(&e.to_string())
-        ))
-    })
+    Ok(())
 }
+
+/// Largest body of a secret put: a 64 KiB value, base64-encoded, in its JSON document.
+pub const MAX_SECRET_BODY: usize = 96 * 1024;
 
 /// Reads a body up to `MAX_BODY` bytes within `BODY_TIMEOUT`.
 pub async fn read_body(headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
+    read_body_up_to(headers, body, MAX_BODY).await
+}
+
+/// Reads a body up to `limit` bytes within `BODY_TIMEOUT`.
+pub async fn read_body_up_to(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             Code::PayloadTooLarge,
-            format!("request body is larger than {MAX_BODY} bytes"),
+            format!("request body is larger than {limit} bytes"),
         )
     };
     if let Some(len) = headers
@@ -99,11 +139,11 @@ pub async fn read_body(headers: &http::HeaderMap, body: Incoming) -> Result<Byte
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
-        if len > MAX_BODY as u64 {
+        if len > limit as u64 {
             return Err(too_large());
         }
     }
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
         Err(_) => Err(ApiError::new(
             Code::Timeout,
             "timed out reading the request body",

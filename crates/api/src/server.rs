@@ -431,7 +431,7 @@ async fn unseal(
             "too many failed attempts from this address; retry in a minute",
         ));
     }
-    let req: model::kms::Unseal = h::read_json(headers, body).await?;
+    let req: model::kms::Unseal = h::read_secret_json(headers, body).await?;
     if !state.keyring.is_sealed() {
         return Ok(h::json(StatusCode::OK, &crate::seal_status(state)));
     }

@@ -40,6 +40,8 @@ pub enum SecretsError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     BadCiphertext(String),
@@ -58,6 +60,7 @@ impl SecretsError {
             SecretsError::Crypto(_) => Code::Internal,
             SecretsError::Invalid(_) => Code::InvalidArgument,
             SecretsError::Conflict(_) => Code::Conflict,
+            SecretsError::TooLarge(_) => Code::PayloadTooLarge,
             SecretsError::NotFound(_) => Code::NotFound,
             SecretsError::BadCiphertext(_) => Code::InvalidCiphertext,
             SecretsError::Config(_) => Code::Internal,

@@ -50,7 +50,7 @@ impl Keyring {
         description: Option<&str>,
     ) -> Result<SecretInfo> {
         if value.len() > MAX_SECRET_VALUE {
-            return Err(SecretsError::Invalid(format!(
+            return Err(SecretsError::TooLarge(format!(
                 "secret values are limited to {MAX_SECRET_VALUE} bytes"
             )));
         }

@@ -11,7 +11,7 @@ use model::rbac::{Action, Resource};
 use super::{created, env_target, name, ok, Reply, Req};
 use crate::auth::Ctx;
 use crate::error::ApiError;
-use crate::http::read_json;
+use crate::http::{read_json, read_secret_json};
 use crate::routes::Op;
 
 fn b64_plaintext(s: &str) -> Result<Vec<u8>, ApiError> {
@@ -100,7 +100,7 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
                     .mutate(&scope, kr.cancel_kms_key_deletion(actor, &scope, key))
                     .await?),
                 Op::Encrypt => {
-                    let body: EncryptRequest = read_json(&req.headers, req.body).await?;
+                    let body: EncryptRequest = read_secret_json(&req.headers, req.body).await?;
                     let pt = zeroize::Zeroizing::new(b64_plaintext(&body.plaintext_b64)?);
                     ok(&kr.encrypt(&scope, key, &pt, &body.context).await?)
                 }

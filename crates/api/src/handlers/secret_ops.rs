@@ -11,7 +11,7 @@ use model::rbac::{Action, Resource};
 use super::{created, env_target, name, ok, Reply, Req};
 use crate::auth::Ctx;
 use crate::error::ApiError;
-use crate::http::{get, no_content, read_body, read_json};
+use crate::http::{get, no_content, read_body, read_json, read_secret_json};
 use crate::routes::Op;
 
 fn invalid(m: impl Into<String>) -> ApiError {
@@ -108,7 +108,7 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], q: &[(&str, String)], 
             items: kr.secret_versions(&scope, secret).await?,
         }),
         Op::PutSecret => {
-            let body: PutSecret = read_json(&req.headers, req.body).await?;
+            let body: PutSecret = read_secret_json(&req.headers, req.body).await?;
             if let Some(d) = &body.description {
                 model::types::check_description(d)?;
             }

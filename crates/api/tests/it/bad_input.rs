@@ -342,3 +342,177 @@ async fn conflicts_and_missing_parents() {
     assert_eq!(r.status, 404);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn secret_bodies_never_echo_values_and_limits_hold() {
+    let s = setup().await;
+    s.ok(
+        "POST",
+        "/v1/tenants/acme/environments",
+        Some(json!({"name": "staging", "kind": "staging"})),
+    )
+    .await;
+    let base = "/v1/tenants/acme/environments/staging";
+    s.ok("POST", &format!("{base}/keys"), Some(json!({"name": "k"})))
+        .await;
+    // Wrong types in secret-bearing bodies: 400, and the value is not quoted back.
+    for (m, path, body, needle) in [
+        (
+            "PUT",
+            format!("{base}/secrets/x"),
+            json!({"value": 31415926535u64}),
+            "31415926535",
+        ),
+        (
+            "PUT",
+            format!("{base}/secrets/x"),
+            json!({"value": ["hunter2-in-a-list"]}),
+            "hunter2",
+        ),
+        (
+            "POST",
+            format!("{base}/keys/k/encrypt"),
+            json!({"plaintext_b64": 27182818284u64}),
+            "27182818284",
+        ),
+        (
+            "POST",
+            "/v1/sys/unseal".to_string(),
+            json!({"secret": 16180339887u64}),
+            "16180339887",
+        ),
+    ] {
+        let r = s.admin(m, &path, Some(body)).await;
+        assert_eq!(r.status, 400, "{m} {path}: {}", r.body);
+        assert!(
+            !r.body.to_string().contains(needle),
+            "{m} {path} echoed the value: {}",
+            r.body
+        );
+    }
+    // Exactly one of value and value_b64; base64 must decode.
+    for body in [
+        json!({}),
+        json!({"value": "a", "value_b64": "YQ=="}),
+        json!({"value_b64": "***"}),
+    ] {
+        let r = s
+            .admin("PUT", &format!("{base}/secrets/x"), Some(body))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_argument"),
+            "{}",
+            r.body
+        );
+    }
+    // A 64 KiB value fits; one byte more is 413; a body beyond the limit is 413 too.
+    let ok = "a".repeat(64 * 1024);
+    assert_eq!(
+        s.admin(
+            "PUT",
+            &format!("{base}/secrets/big"),
+            Some(json!({"value": ok}))
+        )
+        .await
+        .status,
+        200
+    );
+    let over = "a".repeat(64 * 1024 + 1);
+    let r = s
+        .admin(
+            "PUT",
+            &format!("{base}/secrets/big"),
+            Some(json!({"value": over})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "payload_too_large"),
+        "{}",
+        r.body
+    );
+    let huge = "a".repeat(200 * 1024);
+    let r = s
+        .admin(
+            "PUT",
+            &format!("{base}/secrets/big"),
+            Some(json!({"value": huge})),
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    // KMS: 4 KiB plaintext limit, bad contexts, bad queries.
+    let pt = base64_of(&vec![0u8; 4097]);
+    let r = s
+        .admin(
+            "POST",
+            &format!("{base}/keys/k/encrypt"),
+            Some(json!({"plaintext_b64": pt})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let ctx: serde_json::Map<String, serde_json::Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let r = s
+        .admin(
+            "POST",
+            &format!("{base}/keys/k/encrypt"),
+            Some(json!({"plaintext_b64": "aGk=", "context": ctx})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = s
+        .admin(
+            "POST",
+            &format!("{base}/keys/k/decrypt"),
+            Some(json!({"ciphertext": "Z2sxAAAA"})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_ciphertext"));
+    for q in [
+        "version=0",
+        "version=x",
+        "stage=old",
+        "version=1&stage=current",
+    ] {
+        let r = s
+            .admin("GET", &format!("{base}/secrets/big/value?{q}"), None)
+            .await;
+        assert_eq!(r.status, 400, "{q}");
+    }
+    assert_eq!(
+        s.admin(
+            "DELETE",
+            &format!("{base}/secrets/big?recovery_days=3"),
+            None
+        )
+        .await
+        .status,
+        400
+    );
+    // Missing environments and keys are 404, after authorization.
+    assert_eq!(
+        s.admin("GET", "/v1/tenants/acme/environments/nope/secrets", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        s.admin("GET", &format!("{base}/keys/nope"), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        s.admin("GET", &format!("{base}/secrets/nope/value"), None)
+            .await
+            .status,
+        404
+    );
+    s.stop().await;
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
