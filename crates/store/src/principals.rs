@@ -114,24 +114,32 @@ async fn platform_admins_left(
 
 impl Store {
     pub async fn accounts(&self, tenant: Option<&Name>) -> Result<Vec<Account>> {
-        let rows = match tenant {
-            Some(t) => {
-                sqlx::query(&format!(
-                    "SELECT {ACCOUNT_COLS} FROM accounts WHERE tenant = $1 ORDER BY name"
-                ))
-                .bind(t.as_str())
-                .fetch_all(&self.pool)
-                .await?
+        let filter = tenant.map(|t| ("tenant", t.to_string()));
+        let select = format!("SELECT {ACCOUNT_COLS} FROM accounts");
+        let rows = self.rows_where(&select, filter, "name").await?;
+        rows.iter().map(row_to_account).collect()
+    }
+
+    /// `select`, optionally filtered on one column's value, in `order`.
+    async fn rows_where(
+        &self,
+        select: &str,
+        filter: Option<(&str, String)>,
+        order: &str,
+    ) -> Result<Vec<AnyRow>> {
+        Ok(match filter {
+            Some((col, v)) => {
+                sqlx::query(&format!("{select} WHERE {col} = $1 ORDER BY {order}"))
+                    .bind(v)
+                    .fetch_all(&self.pool)
+                    .await?
             }
             None => {
-                sqlx::query(&format!(
-                    "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY name"
-                ))
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query(&format!("{select} ORDER BY {order}"))
+                    .fetch_all(&self.pool)
+                    .await?
             }
-        };
-        rows.iter().map(row_to_account).collect()
+        })
     }
 
     pub async fn account(&self, name: &PrincipalName) -> Result<Account> {
@@ -328,23 +336,9 @@ impl Store {
     }
 
     pub async fn tokens(&self, account: Option<&PrincipalName>) -> Result<Vec<TokenInfo>> {
-        let rows = match account {
-            Some(a) => {
-                sqlx::query(&format!(
-                    "SELECT {TOKEN_COLS} FROM tokens WHERE account = $1 ORDER BY created_at, id"
-                ))
-                .bind(a.to_string())
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id"
-                ))
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
+        let filter = account.map(|a| ("account", a.to_string()));
+        let select = format!("SELECT {TOKEN_COLS} FROM tokens");
+        let rows = self.rows_where(&select, filter, "created_at, id").await?;
         rows.iter().map(row_to_token).collect()
     }
 
