@@ -51,6 +51,8 @@ codes! {
     RateLimited => ("rate_limited", 429, 9, "Too many requests or failed authentications from this source; retry later."),
     InvalidCiphertext => ("invalid_ciphertext", 400, 3, "Decryption failed: the ciphertext was modified, or belongs to another key, resource or encryption context."),
     Sealed => ("sealed", 503, 10, "The server is sealed: nothing can be read or changed until `gantry unseal`."),
+    BadGateway => ("bad_gateway", 502, 10, "The edge could not get an answer from the upstream (connection refused or reset)."),
+    GatewayTimeout => ("gateway_timeout", 504, 10, "The upstream did not answer within the route's timeout."),
     Internal => ("internal", 500, 1, "A fault inside Gantry. It is logged with the request id; the message never carries details."),
     Unavailable => ("unavailable", 503, 10, "The server cannot serve the request now (store unreachable, shutting down)."),
 }

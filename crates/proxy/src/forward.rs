@@ -1,0 +1,420 @@
+//! Serving and forwarding: the accept loop of a listener, the per-request path (route,
+//! limits, endpoint choice, forward, retry, outlier accounting) and the JSON error answers.
+//!
+//! Retries: only on connect failures (the request never reached the upstream) and only for
+//! requests without a body, to another endpoint, at most `MAX_ATTEMPTS` times. A request
+//! with a body or an upstream that answered is never sent twice.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use model::{Code, ErrorBody};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::snapshot::{Endpoint, Route, RouteTable, Upstream};
+
+type UpBody = Either<Incoming, Empty<Bytes>>;
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// Most endpoints one request is tried on.
+const MAX_ATTEMPTS: usize = 3;
+/// Consecutive failures (connect errors, 502/503/504) that eject an endpoint.
+const EJECT_AFTER: u32 = 5;
+/// First ejection lasts this long; each further one adds as much, up to `MAX_EJECTION`.
+const BASE_EJECTION: Duration = Duration::from_secs(10);
+const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+/// Whether a listener speaks plain HTTP or HTTPS (for `x-forwarded-proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The proxy of one listener: its current routing snapshot and its upstream connection pool.
+pub struct Proxy {
+    table: ArcSwap<RouteTable>,
+    client: Client<HttpConnector, UpBody>,
+    epoch: Instant,
+}
+
+impl Proxy {
+    pub fn new(table: RouteTable) -> Arc<Proxy> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Arc::new(Proxy {
+            table: ArcSwap::from_pointee(table),
+            client,
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Replaces the routing snapshot. Requests already routed finish on the old one.
+    pub fn update(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Whether `ep` is ejected now (passive outlier detection).
+    pub fn is_ejected(&self, ep: &Endpoint) -> bool {
+        ep.is_ejected(self.now_ms())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Serves `listener` until `shutdown` turns true, then lets open connections finish
+    /// their requests (bounded by `drain`).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        scheme: Scheme,
+        mut shutdown: watch::Receiver<bool>,
+        drain: Duration,
+    ) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "edge accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let proxy = self.clone();
+            let svc = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer, scheme).await) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(drain) => {}
+        }
+    }
+
+    /// Routes and forwards one request. Never fails: errors are JSON answers.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<RespBody> {
+        let table = self.table.load();
+        let host = match request_host(&req) {
+            Some(h) => h.to_string(),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    Code::BadRequest,
+                    "the request has no host",
+                )
+            }
+        };
+        let Some(route) = table.find(&host, req.uri().path()) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                Code::NotFound,
+                "no route for this host and path",
+            );
+        };
+        if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::PayloadTooLarge,
+                &format!(
+                    "request body is larger than this route's limit ({} bytes)",
+                    route.max_body
+                ),
+            );
+        }
+        let (parts, body) = req.into_parts();
+        let bodiless = is_bodiless(&parts.headers);
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let now = self.now_ms();
+            let Some((idx, ep)) = route.upstream.pick(now, &tried) else {
+                return if tried.is_empty() {
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Code::Unavailable,
+                        "no healthy upstream for this route",
+                    )
+                } else {
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        Code::BadGateway,
+                        "no upstream could be reached",
+                    )
+                };
+            };
+            tried.push(idx);
+            let up_body = match (bodiless, body.take()) {
+                (true, _) => Either::Right(Empty::new()),
+                (false, Some(b)) => Either::Left(b),
+                (false, None) => unreachable_body(),
+            };
+            let up_req =
+                match upstream_request(&parts, up_body, route, ep.addr, &host, peer, scheme) {
+                    Ok(r) => r,
+                    Err(m) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, m),
+                };
+            let _flight = InFlight::new(ep);
+            let result = tokio::time::timeout(route.timeout, self.client.request(up_req)).await;
+            match result {
+                Ok(Ok(resp)) => {
+                    let failed = matches!(resp.status().as_u16(), 502..=504);
+                    self.account(&route.upstream, ep, failed);
+                    return downstream_response(resp, route);
+                }
+                Ok(Err(e)) => {
+                    self.account(&route.upstream, ep, true);
+                    let retry = e.is_connect() && bodiless && tried.len() < MAX_ATTEMPTS;
+                    tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
+                    if !retry {
+                        return error(
+                            StatusCode::BAD_GATEWAY,
+                            Code::BadGateway,
+                            "the upstream could not be reached",
+                        );
+                    }
+                }
+                Err(_) => {
+                    self.account(&route.upstream, ep, true);
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        Code::GatewayTimeout,
+                        "the upstream did not answer in time",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Passive outlier detection: consecutive failures eject an endpoint for a growing
+    /// interval, unless it is the last one available.
+    fn account(&self, upstream: &Upstream, ep: &Endpoint, failed: bool) {
+        if !failed {
+            ep.consecutive_failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let n = ep.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.now_ms();
+        if n >= EJECT_AFTER && !upstream.last_available(now) {
+            let times = ep.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+            let dur = (BASE_EJECTION * times).min(MAX_EJECTION);
+            ep.ejected_until_ms
+                .store(now + dur.as_millis() as u64, Ordering::Relaxed);
+            ep.consecutive_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(upstream = %upstream.name, endpoint = %ep.addr, seconds = dur.as_secs(), "ejected a failing endpoint");
+        }
+    }
+}
+
+/// Counts a request in flight on an endpoint for as long as it lives.
+struct InFlight<'a>(&'a Endpoint);
+
+impl<'a> InFlight<'a> {
+    fn new(ep: &'a Endpoint) -> InFlight<'a> {
+        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(ep)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn unreachable_body() -> UpBody {
+    // A request with a body is attempted once; the loop never asks for it twice.
+    Either::Right(Empty::new())
+}
+
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn is_bodiless(h: &HeaderMap) -> bool {
+    !h.contains_key(header::TRANSFER_ENCODING) && content_length(h).unwrap_or(0) == 0
+}
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    body: UpBody,
+    route: &Route,
+    addr: SocketAddr,
+    host: &str,
+    peer: SocketAddr,
+    scheme: Scheme,
+) -> Result<Request<UpBody>, &'static str> {
+    let path = parts.uri.path();
+    let path = match (&route.path, route.strip_prefix) {
+        (crate::PathMatch::Prefix(p), true) if p != "/" => {
+            let rest = &path[p.len().min(path.len())..];
+            if rest.starts_with('/') {
+                rest.to_string()
+            } else {
+                format!("/{rest}")
+            }
+        }
+        _ => path.to_string(),
+    };
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let uri: Uri = format!("http://{addr}{pq}")
+        .parse()
+        .map_err(|_| "invalid request path")?;
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    set(&mut headers, "x-forwarded-for", &xff);
+    set(&mut headers, "x-forwarded-proto", scheme.as_str());
+    set(&mut headers, "x-forwarded-host", host);
+    if !headers.contains_key("traceparent") {
+        set(&mut headers, "traceparent", &new_traceparent());
+    }
+    if !headers.contains_key(header::HOST) {
+        set(&mut headers, "host", host);
+    }
+    route.request_headers.apply(&mut headers);
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(http::Version::HTTP_11)
+        .body(body)
+        .map_err(|_| "invalid request")?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// A W3C trace context for a request that came without one.
+fn new_traceparent() -> String {
+    let r: [u64; 3] = rand::random();
+    format!("00-{:016x}{:016x}-{:016x}-01", r[0], r[1], r[2] | 1)
+}
+
+fn downstream_response(resp: Response<Incoming>, route: &Route) -> Response<RespBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    route.response_headers.apply(&mut parts.headers);
+    Response::from_parts(parts, Either::Left(body))
+}
+
+fn error(status: StatusCode, code: Code, message: &str) -> Response<RespBody> {
+    let body = serde_json::to_vec(&ErrorBody::new(code, message)).unwrap_or_default();
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}

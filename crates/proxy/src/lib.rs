@@ -1,0 +1,15 @@
+//! The edge's data plane: an HTTP reverse proxy that routes by host and path to groups of
+//! upstream endpoints, balances load, retries safely, ejects failing endpoints, and reads
+//! its configuration from an immutable routing snapshot swapped atomically.
+//!
+//! This crate depends on snapshots only: it never reads the store or calls the API. The
+//! control plane builds a `RouteTable` and calls `Proxy::update`; requests in flight keep
+//! the snapshot they started with, new requests see the new one, none is dropped.
+
+mod balance;
+mod forward;
+mod snapshot;
+
+pub use balance::Balancer;
+pub use forward::{Proxy, Scheme};
+pub use snapshot::{Endpoint, HeaderRules, PathMatch, Route, RouteTable, Upstream};

@@ -1,0 +1,6 @@
+//! The data plane against real upstream servers on loopback ports: routing, balancing,
+//! retries, ejection, limits, timeouts, and snapshot swaps under load with zero failures.
+
+mod harness;
+mod routing;
+mod swaps;
