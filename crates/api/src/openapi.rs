@@ -75,6 +75,10 @@ fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
             Some(r("SecretRequest")),
         ),
         CancelSecretRequest => (None, 200, Some(r("SecretRequest"))),
+        ListRoutes => (None, 200, Some(list_of("RouteInfo"))),
+        CreateRoute => (Some(r("CreateRoute")), 201, Some(r("RouteInfo"))),
+        GetRoute => (None, 200, Some(r("RouteInfo"))),
+        DeleteRoute => (None, 204, None),
     }
 }
 
@@ -171,6 +175,8 @@ fn schemas() -> Value {
         "SecretValue": obj(&["name", "version", "content_type", "value", "value_b64"], json!({ "name": text, "version": int,
             "content_type": { "type": "string", "enum": ["text", "json", "binary"] },
             "value": { "type": ["string", "null"] }, "value_b64": { "type": ["string", "null"] } })),
+        "CreateRoute": route_schema(true),
+        "RouteInfo": route_schema(false),
         "DestroySecret": obj(&[], json!({ "force": { "type": "boolean", "description": "destroy inside the recovery window (admin only)" } })),
         "Rewrapped": obj(&["rewrapped_versions"], json!({ "rewrapped_versions": int })),
         "SecretRequest": obj(&["id", "secret", "description", "state", "requested_by", "requested_at", "closed_by", "closed_at"], json!({
@@ -181,6 +187,52 @@ fn schemas() -> Value {
             "intact": { "type": "boolean" }, "events": int,
             "first_bad_seq": { "type": ["integer", "null"] }, "problem": { "type": ["string", "null"] } })),
     })
+}
+
+/// A route document: the spec's fields plus `name` (and, for answers, who made it when).
+fn route_schema(request: bool) -> Value {
+    let text = json!({ "type": "string" });
+    let rules = json!({ "type": "object", "additionalProperties": false, "properties": {
+        "set": { "type": "object", "additionalProperties": { "type": "string" } },
+        "remove": { "type": "array", "items": { "type": "string" } } } });
+    let mut props = json!({
+        "name": text,
+        "host": text,
+        "path": text,
+        "path_kind": { "type": "string", "enum": ["prefix", "exact"] },
+        "strip_prefix": { "type": "boolean" },
+        "to": { "type": "object", "description": "{\"upstream\": [\"IP:PORT\", ...]} or {\"service\": \"NAME\"}",
+                "additionalProperties": false,
+                "properties": { "upstream": { "type": "array", "items": text }, "service": text } },
+        "listener": { "type": "string", "enum": ["public", "internal"] },
+        "balancer": { "type": "string", "enum": ["round-robin", "least-outstanding"] },
+        "timeout_ms": { "type": ["integer", "null"] },
+        "max_body": { "type": ["integer", "null"] },
+        "request_headers": rules,
+        "response_headers": rules,
+    });
+    let mut required = vec!["name", "host", "to"];
+    if !request {
+        props["created_at"] = json!({ "type": "string", "format": "date-time" });
+        props["created_by"] = text;
+        required = vec![
+            "name",
+            "host",
+            "path",
+            "path_kind",
+            "strip_prefix",
+            "to",
+            "listener",
+            "balancer",
+            "timeout_ms",
+            "max_body",
+            "request_headers",
+            "response_headers",
+            "created_at",
+            "created_by",
+        ];
+    }
+    json!({ "type": "object", "additionalProperties": false, "required": required, "properties": props })
 }
 
 /// The whole document.

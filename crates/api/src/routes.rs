@@ -62,6 +62,10 @@ pub enum Op {
     ListSecretRequests,
     CreateSecretRequest,
     CancelSecretRequest,
+    ListRoutes,
+    CreateRoute,
+    GetRoute,
+    DeleteRoute,
 }
 
 pub struct Route {
@@ -137,6 +141,10 @@ routes! {
     "GET" "/v1/tenants/{tenant}/environments/{environment}/secret-requests" => ListSecretRequests, "secret-request.list", "Requests for secrets";
     "POST" "/v1/tenants/{tenant}/environments/{environment}/secret-requests" => CreateSecretRequest, "secret-request.create", "Ask an operator to put a secret";
     "POST" "/v1/tenants/{tenant}/environments/{environment}/secret-requests/{request}/cancel" => CancelSecretRequest, "secret-request.cancel", "Cancel an open request";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/routes" => ListRoutes, "route.list", "Routes of an environment";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/routes" => CreateRoute, "route.create", "Route a host and path to upstreams (takes effect at once)";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/routes/{route}" => GetRoute, "route.read", "Show a route";
+    "DELETE" "/v1/tenants/{tenant}/environments/{environment}/routes/{route}" => DeleteRoute, "route.delete", "Delete a route (takes effect at once)";
 }
 
 /// The query parameters an operation accepts; any other is refused with 400.

@@ -9,6 +9,7 @@ pub mod codes;
 pub mod kms;
 pub mod name;
 pub mod rbac;
+pub mod routes;
 pub mod types;
 
 pub use codes::{Code, ErrorBody, ErrorDetail};

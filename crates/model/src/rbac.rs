@@ -71,6 +71,7 @@ pub enum Resource {
     Key,
     Secret,
     SecretRequest,
+    Route,
     System,
 }
 
@@ -86,6 +87,7 @@ impl Resource {
             Resource::Key => "key",
             Resource::Secret => "secret",
             Resource::SecretRequest => "secret-request",
+            Resource::Route => "route",
             Resource::System => "system",
         }
     }
@@ -167,6 +169,9 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     ),
     (SecretRequest, Create, &[Admin, Operator, Developer]),
     (SecretRequest, Update, &[Admin, Operator]),
+    (Route, Read, &[Admin, Operator, Developer, Viewer, Auditor]),
+    (Route, Create, &[Admin, Operator, Developer]),
+    (Route, Delete, &[Admin, Operator, Developer]),
     (System, Update, &[Admin]),
 ];
 

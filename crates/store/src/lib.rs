@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod keyring;
 mod principals;
+mod routes;
 mod schema;
 pub mod secrets;
 mod tenancy;

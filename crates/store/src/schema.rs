@@ -143,6 +143,27 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX secret_requests_scope ON secret_requests(scope, state)",
         ],
     ),
+    (
+        3,
+        &[
+            // The edge's routes; `spec` is the RouteSpec document (JSON).
+            "CREATE TABLE routes (
+                scope TEXT NOT NULL,
+                name TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                host TEXT NOT NULL,
+                spec TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                PRIMARY KEY (scope, name))",
+            "CREATE INDEX routes_host ON routes(host)",
+            // Generation counters that data planes poll to know when to rebuild.
+            "CREATE TABLE generations (
+                name TEXT PRIMARY KEY,
+                value BIGINT NOT NULL)",
+            "INSERT INTO generations (name, value) VALUES ('routes', 0)",
+        ],
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.

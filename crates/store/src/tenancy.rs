@@ -254,6 +254,10 @@ impl Store {
                     "SELECT COUNT(*) AS n FROM secrets WHERE scope = $1",
                 ),
                 (
+                    "routes",
+                    "SELECT COUNT(*) AS n FROM routes WHERE scope = $1",
+                ),
+                (
                     "open secret requests",
                     "SELECT COUNT(*) AS n FROM secret_requests WHERE scope = $1 AND state = 'open'",
                 ),

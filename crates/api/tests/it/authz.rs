@@ -467,6 +467,47 @@ async fn key_and_secret_cases(s: &Server, i: usize, t: &str, v: &mut Vec<Case>) 
         SecretRequest,
         Update,
     ));
+    route_cases(s, i, t, &base, &env, v).await;
+}
+
+/// Cases of the route endpoints in `t/staging`; hosts are unique per case and tenant.
+async fn route_cases(s: &Server, i: usize, t: &str, base: &str, env: &Scope, v: &mut Vec<Case>) {
+    let up = json!({"upstream": ["127.0.0.1:9"]});
+    let c = |method, path: String, body, act| Case {
+        method,
+        path,
+        body,
+        rule: Rule::Table(Resource::Route, act, env.clone()),
+    };
+    if i == 0 {
+        s.ok(
+            "POST",
+            &format!("{base}/routes"),
+            Some(json!({"name": "r", "host": format!("r.{t}.test"), "to": up})),
+        )
+        .await;
+    }
+    s.ok(
+        "POST",
+        &format!("{base}/routes"),
+        Some(json!({"name": format!("del-{i}"), "host": format!("del{i}.{t}.test"), "to": up})),
+    )
+    .await;
+    v.push(c("GET", format!("{base}/routes"), None, Action::Read));
+    v.push(c("GET", format!("{base}/routes/r"), None, Action::Read));
+    let new = json!({"name": format!("new-{i}"), "host": format!("new{i}.{t}.test"), "to": up});
+    v.push(c(
+        "POST",
+        format!("{base}/routes"),
+        Some(new),
+        Action::Create,
+    ));
+    v.push(c(
+        "DELETE",
+        format!("{base}/routes/del-{i}"),
+        None,
+        Action::Delete,
+    ));
 }
 
 fn expected(p: &Principal, rule: &Rule) -> bool {

@@ -516,3 +516,106 @@ fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[tokio::test]
+async fn bad_routes_are_refused_with_the_reason() {
+    let s = setup().await;
+    s.ok("POST", "/v1/tenants", Some(json!({"name": "globex"})))
+        .await;
+    for t in ["acme", "globex"] {
+        s.ok(
+            "POST",
+            &format!("/v1/tenants/{t}/environments"),
+            Some(json!({"name": "staging", "kind": "staging"})),
+        )
+        .await;
+    }
+    let base = "/v1/tenants/acme/environments/staging/routes";
+    let up = json!({"upstream": ["127.0.0.1:9"]});
+    for (body, needle) in [
+        (
+            json!({"name": "r", "host": "*.acme.test", "to": up}),
+            "host",
+        ),
+        (json!({"name": "r", "host": "a.test:80", "to": up}), "host"),
+        (
+            json!({"name": "r", "host": "a.test", "path": "nope", "to": up}),
+            "path",
+        ),
+        (
+            json!({"name": "r", "host": "a.test", "to": {"upstream": ["nowhere"]}}),
+            "upstream",
+        ),
+        (
+            json!({"name": "r", "host": "a.test", "to": {"upstream": []}}),
+            "upstream",
+        ),
+        (
+            json!({"name": "r", "host": "a.test", "to": up, "timeout_ms": 0}),
+            "timeout_ms",
+        ),
+        (
+            json!({"name": "r", "host": "a.test", "to": up, "request_headers": {"set": {"bad header": "v"}}}),
+            "header",
+        ),
+        (
+            json!({"name": "r", "host": "a.test", "to": up, "path_kind": "exact", "strip_prefix": true}),
+            "strip_prefix",
+        ),
+    ] {
+        let r = s.admin("POST", base, Some(body.clone())).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{body}: {}",
+            r.body
+        );
+    }
+    for body in [
+        json!({"name": "r", "host": "a.test"}),
+        json!({"name": "r", "host": "a.test", "to": {"nowhere": 1}}),
+        json!({"name": "r", "host": "a.test", "to": up, "extra": true}),
+    ] {
+        assert_eq!(s.admin("POST", base, Some(body)).await.status, 400);
+    }
+    s.ok(
+        "POST",
+        base,
+        Some(json!({"name": "api", "host": "api.acme.test", "to": up})),
+    )
+    .await;
+    let r = s
+        .admin(
+            "POST",
+            base,
+            Some(json!({"name": "api", "host": "other.acme.test", "to": up})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "already_exists"));
+    let r = s
+        .admin(
+            "POST",
+            "/v1/tenants/globex/environments/staging/routes",
+            Some(json!({"name": "x", "host": "api.acme.test", "path": "/other", "to": up})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("another tenant"));
+    assert_eq!(
+        s.admin("GET", &format!("{base}/nope"), None).await.status,
+        404
+    );
+    assert_eq!(
+        s.admin("DELETE", &format!("{base}/nope"), None)
+            .await
+            .status,
+        404
+    );
+    s.stop().await;
+}

@@ -1,0 +1,270 @@
+//! The edge inside the control plane: routes written to the store reach the data plane
+//! through the reconciler, without a restart and without failing requests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use model::routes::{BalancerKind, Listener, PathKind, RouteSpec, Target};
+use model::types::EnvKind;
+use model::{Name, Scope};
+use store::{Actor, Store};
+
+async fn upstream(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                        name,
+                    ))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn spec(host: &str, path: &str, to: &[SocketAddr], listener: Listener) -> RouteSpec {
+    RouteSpec {
+        host: host.into(),
+        path: path.into(),
+        path_kind: PathKind::Prefix,
+        strip_prefix: false,
+        to: Target::Upstream(to.iter().map(|a| a.to_string()).collect()),
+        listener,
+        balancer: BalancerKind::RoundRobin,
+        timeout_ms: None,
+        max_body: None,
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    edge: edge::RunningEdge,
+    http: reqwest::Client,
+}
+
+async fn setup() -> Setup {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(&format!("sqlite://{}", dir.path().join("g.db").display()))
+            .await
+            .unwrap(),
+    );
+    let a = Actor::system();
+    for t in ["acme", "globex"] {
+        store
+            .create_tenant(&a, &Name::parse(t).unwrap())
+            .await
+            .unwrap();
+        store
+            .create_environment(
+                &a,
+                &Name::parse(t).unwrap(),
+                &Name::parse("staging").unwrap(),
+                EnvKind::Staging,
+            )
+            .await
+            .unwrap();
+    }
+    let cfg = edge::EdgeConfig {
+        public_http: Some("127.0.0.1:0".parse().unwrap()),
+        internal: Some("127.0.0.1:0".parse().unwrap()),
+        poll: Duration::from_millis(20),
+    };
+    let edge = edge::start(store.clone(), cfg).await.unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    Setup {
+        _dir: dir,
+        store,
+        edge,
+        http,
+    }
+}
+
+impl Setup {
+    async fn get(&self, listener: SocketAddr, host: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("http://{listener}{path}"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Waits (bounded) until the edge answers `want` status for host/path.
+    async fn until(&self, listener: SocketAddr, host: &str, path: &str, want: u16) {
+        for _ in 0..200 {
+            if self.get(listener, host, path).await.0 == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{host}{path} never answered {want}");
+    }
+}
+
+fn scope(s: &str) -> Scope {
+    Scope::parse(s).unwrap()
+}
+
+#[tokio::test]
+async fn routes_in_the_store_reach_the_listeners() {
+    let s = setup().await;
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let public = s.edge.public_http.unwrap();
+    let internal = s.edge.internal.unwrap();
+    let act = Actor::system();
+    assert_eq!(s.get(public, "api.acme.test", "/").await.0, 404);
+    s.store
+        .create_route(
+            &act,
+            &scope("acme/staging"),
+            "api",
+            &spec("api.acme.test", "/", &[a], Listener::Public),
+        )
+        .await
+        .unwrap();
+    s.store
+        .create_route(
+            &act,
+            &scope("acme/staging"),
+            "svc",
+            &spec("svc.internal", "/", &[b], Listener::Internal),
+        )
+        .await
+        .unwrap();
+    s.until(public, "api.acme.test", "/", 200).await;
+    assert_eq!(s.get(public, "api.acme.test", "/x").await.1, "a");
+    s.until(internal, "svc.internal", "/", 200).await;
+    assert_eq!(s.get(internal, "svc.internal", "/").await.1, "b");
+    // An internal route is not on the public listener, and vice versa.
+    assert_eq!(s.get(public, "svc.internal", "/").await.0, 404);
+    assert_eq!(s.get(internal, "api.acme.test", "/").await.0, 404);
+    // Another tenant cannot take the host.
+    let e = s
+        .store
+        .create_route(
+            &act,
+            &scope("globex/staging"),
+            "steal",
+            &spec("api.acme.test", "/admin", &[b], Listener::Public),
+        )
+        .await;
+    assert!(matches!(e, Err(store::StoreError::Conflict(_))), "{e:?}");
+    // The same host and path twice is ambiguous.
+    let e = s
+        .store
+        .create_route(
+            &act,
+            &scope("acme/staging"),
+            "dup",
+            &spec("api.acme.test", "/", &[b], Listener::Public),
+        )
+        .await;
+    assert!(matches!(e, Err(store::StoreError::Conflict(_))), "{e:?}");
+    // The environment holds routes: it cannot be deleted.
+    let e = s
+        .store
+        .delete_environment(
+            &act,
+            &Name::parse("acme").unwrap(),
+            &Name::parse("staging").unwrap(),
+        )
+        .await;
+    assert!(matches!(e, Err(store::StoreError::Conflict(m)) if m.contains("routes")));
+    s.store
+        .delete_route(&act, &scope("acme/staging"), "api")
+        .await
+        .unwrap();
+    s.until(public, "api.acme.test", "/", 404).await;
+    s.edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn route_changes_under_load_fail_nothing() {
+    let s = setup().await;
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let public = s.edge.public_http.unwrap();
+    let act = Actor::system();
+    let st = scope("acme/staging");
+    s.store
+        .create_route(
+            &act,
+            &st,
+            "main",
+            &spec("app.acme.test", "/", &[a, b], Listener::Public),
+        )
+        .await
+        .unwrap();
+    s.until(public, "app.acme.test", "/", 200).await;
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..6 {
+        let (http, ok, failed, stop) = (s.http.clone(), ok.clone(), failed.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            for _ in 0..5000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match http
+                    .get(format!("http://{public}/"))
+                    .header("host", "app.acme.test")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    // 100 changes: extra routes come and go, each one swapping the snapshot.
+    for i in 0..50 {
+        let name = format!("extra-{i}");
+        s.store
+            .create_route(
+                &act,
+                &st,
+                &name,
+                &spec(&format!("x{i}.acme.test"), "/", &[b], Listener::Public),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        s.store.delete_route(&act, &st, &name).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 300, "the load ran ({ok})");
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during 100 route changes"
+    );
+    s.edge.shutdown().await;
+}

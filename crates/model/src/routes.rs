@@ -1,0 +1,268 @@
+//! The documents of the edge's routes: where a host and path go (static upstreams now,
+//! services when the runtime lands), on which listener, with which limits and header rules.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::types::wire_time;
+use crate::{Invalid, Name};
+
+/// Defaults and bounds of a route.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+pub const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
+pub const MAX_UPSTREAMS: usize = 64;
+pub const MAX_HEADER_RULES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Listener {
+    #[default]
+    Public,
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    #[default]
+    Prefix,
+    Exact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalancerKind {
+    RoundRobin,
+    #[default]
+    LeastOutstanding,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRuleSpec {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// What a route sends traffic to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Target {
+    /// Static upstream addresses (`10.0.0.5:8080`).
+    Upstream(Vec<String>),
+    /// The replicas of a service of the same environment.
+    Service(Name),
+}
+
+/// The desired state of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub host: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default)]
+    pub path_kind: PathKind,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub to: Target,
+    #[serde(default)]
+    pub listener: Listener,
+    #[serde(default)]
+    pub balancer: BalancerKind,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_body: Option<u64>,
+    #[serde(default)]
+    pub request_headers: HeaderRuleSpec,
+    #[serde(default)]
+    pub response_headers: HeaderRuleSpec,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoute {
+    pub name: Name,
+    #[serde(flatten)]
+    pub spec: RouteSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// `TENANT/ENV/NAME`
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: RouteSpec,
+    #[serde(with = "wire_time")]
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+}
+
+fn bad(m: String) -> Invalid {
+    Invalid::new(m)
+}
+
+/// A valid host: lowercase DNS name (labels of `a-z0-9-`), no port, no wildcard.
+pub fn check_host(h: &str) -> Result<(), Invalid> {
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "invalid host {:?}: a lowercase DNS name without port or wildcard",
+            crate::name::truncate(h)
+        )))
+    }
+}
+
+impl RouteSpec {
+    /// Checks every field; the first problem is the error.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_host(&self.host)?;
+        let p = &self.path;
+        if !p.starts_with('/')
+            || p.len() > 1024
+            || p.contains("..")
+            || p.bytes()
+                .any(|b| b.is_ascii_control() || b == b'?' || b == b'#' || b == b' ')
+        {
+            return Err(bad(format!(
+                "invalid path {:?}: an absolute path without query",
+                crate::name::truncate(p)
+            )));
+        }
+        if self.strip_prefix && self.path_kind == PathKind::Exact {
+            return Err(bad("strip_prefix needs a prefix path".into()));
+        }
+        if let Target::Upstream(addrs) = &self.to {
+            if addrs.is_empty() || addrs.len() > MAX_UPSTREAMS {
+                return Err(bad(format!("give 1 to {MAX_UPSTREAMS} upstream addresses")));
+            }
+            for a in addrs {
+                a.parse::<std::net::SocketAddr>().map_err(|_| {
+                    bad(format!(
+                        "invalid upstream {:?}: use IP:PORT",
+                        crate::name::truncate(a)
+                    ))
+                })?;
+            }
+        }
+        if let Some(t) = self.timeout_ms {
+            if t == 0 || t > MAX_TIMEOUT_MS {
+                return Err(bad(format!(
+                    "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"
+                )));
+            }
+        }
+        if let Some(m) = self.max_body {
+            if m > MAX_MAX_BODY {
+                return Err(bad(format!("max_body must be at most {MAX_MAX_BODY}")));
+            }
+        }
+        for rules in [&self.request_headers, &self.response_headers] {
+            if rules.set.len() + rules.remove.len() > MAX_HEADER_RULES {
+                return Err(bad(format!("at most {MAX_HEADER_RULES} header rules")));
+            }
+            for name in rules.set.keys().chain(rules.remove.iter()) {
+                let ok = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !ok {
+                    return Err(bad(format!(
+                        "invalid header name {:?}",
+                        crate::name::truncate(name)
+                    )));
+                }
+            }
+            for v in rules.set.values() {
+                if v.bytes().any(|b| b.is_ascii_control()) || v.len() > 4096 {
+                    return Err(bad("invalid header value".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(host: &str, path: &str) -> RouteSpec {
+        RouteSpec {
+            host: host.into(),
+            path: path.into(),
+            path_kind: PathKind::Prefix,
+            strip_prefix: false,
+            to: Target::Upstream(vec!["127.0.0.1:9000".into()]),
+            listener: Listener::Public,
+            balancer: BalancerKind::LeastOutstanding,
+            timeout_ms: None,
+            max_body: None,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn validation() {
+        assert!(spec("api.acme.test", "/customers").validate().is_ok());
+        for (h, p) in [
+            ("*.acme.test", "/"),
+            ("API.acme.test", "/"),
+            ("a.test:80", "/"),
+            ("a.test", "x"),
+            ("a.test", "/a?b"),
+            ("a.test", "/../etc"),
+        ] {
+            assert!(spec(h, p).validate().is_err(), "{h} {p}");
+        }
+        let mut s = spec("a.test", "/");
+        s.to = Target::Upstream(vec!["nowhere".into()]);
+        assert!(s.validate().is_err());
+        let mut s = spec("a.test", "/");
+        s.request_headers
+            .set
+            .insert("bad header".into(), "v".into());
+        assert!(s.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn create_route_refuses_unknown_fields() {
+        let ok: CreateRoute = serde_json::from_str(
+            r#"{"name":"api","host":"a.test","to":{"upstream":["127.0.0.1:1"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.spec.path, "/");
+        let bad = serde_json::from_str::<CreateRoute>(
+            r#"{"name":"api","host":"a.test","to":{"upstream":["127.0.0.1:1"]},"surprise":1}"#,
+        );
+        assert!(bad.is_err(), "unknown field accepted");
+        let bad = serde_json::from_str::<CreateRoute>(
+            r#"{"name":"api","host":"a.test","to":{"service":"x","upstream":[]}}"#,
+        );
+        assert!(bad.is_err());
+    }
+}
