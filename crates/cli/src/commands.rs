@@ -45,9 +45,23 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     if let Command::Login(_) = args.command {
         return login(&args, profile).await;
     }
+    if let Command::SealStatus(_) | Command::Unseal(_) = args.command {
+        // No token is needed (a sealed server cannot check one): none is sent.
+        let mut ep = profile.resolve(&crate::Global {
+            token: None,
+            ..args.global.clone()
+        })?;
+        ep.token = None;
+        let client = Client::new(&ep)?;
+        return match args.command {
+            Command::Unseal(out) => crate::seal::unseal(&client, out).await,
+            Command::SealStatus(out) => crate::seal::status(&client, out).await,
+            _ => Err(CliError::usage("internal: not a seal command")),
+        };
+    }
     let client = Client::new(&profile.resolve(&args.global)?)?;
     match args.command {
-        Command::Up(_) | Command::Login(_) => {
+        Command::Up(_) | Command::Login(_) | Command::SealStatus(_) | Command::Unseal(_) => {
             Err(CliError::usage("internal: not a client command"))
         }
         Command::Status(out) => {
@@ -87,6 +101,9 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Token(cmd) => token(&client, cmd).await,
         Command::Role(cmd) => role(&client, cmd).await,
         Command::Audit(cmd) => audit(&client, cmd).await,
+        Command::Seal(out) => crate::seal::seal(&client, out).await,
+        Command::Key(cmd) => crate::keys::run(&client, cmd).await,
+        Command::Secret(cmd) => crate::secrets::run(&client, cmd).await,
     }
 }
 

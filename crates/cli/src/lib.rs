@@ -3,11 +3,17 @@
 //!
 //! Every failure ends as one line on stderr and an exit code from the shared code table.
 //! A token is never printed except by `token create` (once, by design) and never appears in
-//! an error message.
+//! an error message. Secret values, plaintexts and unseal secrets are read from stdin or a
+//! file, never from an argument, and are printed only by `secret get`, `key decrypt` and
+//! `key generate-data-key`.
 
 mod commands;
+mod input;
+mod keys;
 mod output;
 mod profile;
+mod seal;
+mod secrets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -124,6 +130,19 @@ pub enum Command {
     /// Read and verify the audit trail
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Show whether the server is sealed (no token needed)
+    SealStatus(Out),
+    /// Seal the server: it forgets the root key and refuses everything until unsealed
+    Seal(Out),
+    /// Unseal with the passphrase or HSM PIN, read from stdin (first line) or
+    /// GANTRY_UNSEAL_SECRET; never from an argument (no token needed)
+    Unseal(Out),
+    /// KMS keys of an environment (TENANT/ENV/NAME): lifecycle, encrypt and decrypt
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Secrets of an environment (TENANT/ENV/NAME); values come from stdin or a file only
+    #[command(subcommand)]
+    Secret(SecretCmd),
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -338,4 +357,243 @@ pub enum AuditCmd {
     },
     /// Verify the hash chain; exits non-zero if any event was altered, removed or reordered
     Verify(Out),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Create a KMS key: TENANT/ENV/NAME
+    Create {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        /// Automatic rotation period in days (default 365)
+        #[arg(long)]
+        rotation_days: Option<u32>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List the KMS keys of an environment: TENANT/ENV
+    List {
+        #[arg(value_name = "TENANT/ENV")]
+        env: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Show a key (metadata only; key material never leaves the server)
+    Show {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Rotate now: a new version becomes current (old versions still decrypt)
+    Rotate {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Enable a disabled key
+    Enable {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Disable a key: every use is refused until it is enabled again
+    Disable {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Schedule the key's destruction in 7-30 days
+    ScheduleDeletion {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[arg(long)]
+        days: u32,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Cancel a scheduled deletion (the key comes back disabled)
+    CancelDeletion {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Change the rotation period, or retire versions below --min-decrypt-version
+    Set {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[arg(long)]
+        rotation_days: Option<u32>,
+        /// Versions below this one no longer decrypt
+        #[arg(long)]
+        min_decrypt_version: Option<u32>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Encrypt up to 4096 bytes read from stdin or --from-file; prints the ciphertext
+    Encrypt {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        /// Encryption context KEY=VALUE (repeatable); decrypt needs the same context
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        /// Read the plaintext from this file instead of stdin
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Decrypt a ciphertext (`-`: read it from stdin); writes the raw plaintext to stdout
+    Decrypt {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        /// The base64 ciphertext, or `-` to read it from stdin
+        ciphertext: String,
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// A fresh data key, in plaintext and encrypted under the key
+    GenerateDataKey {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        /// Length of the data key in bytes
+        #[arg(long, value_parser = ["16", "32"])]
+        bytes: Option<String>,
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Re-encrypt ciphertexts (one per line on stdin) under the current version; prints
+    /// the new ones one per line
+    Rewrap {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        key: String,
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Put a new version of a secret; the value is read from stdin or --from-file, exactly
+    /// as given (never from an argument)
+    Put {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        /// Read the value from this file instead of stdin
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        /// The value is a JSON document
+        #[arg(long, conflicts_with = "binary")]
+        json: bool,
+        /// The value is binary (any bytes)
+        #[arg(long)]
+        binary: bool,
+        /// Check-and-set: the current version must be N (0: the secret must not exist)
+        #[arg(long, value_name = "N")]
+        if_version: Option<u32>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Write a secret's value to stdout exactly as stored (the read is audited)
+    Get {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        /// Read this version instead of the current one
+        #[arg(long, value_name = "N", conflicts_with = "previous")]
+        version: Option<u32>,
+        /// Read the previous version
+        #[arg(long)]
+        previous: bool,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List the secrets of an environment (metadata only): TENANT/ENV
+    List {
+        #[arg(value_name = "TENANT/ENV")]
+        env: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Show a secret's metadata (never its value)
+    Show {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List a secret's versions and stages
+    Versions {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Delete a secret; it can be restored for 7-30 days (default 30)
+    Delete {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        #[arg(long, value_name = "N")]
+        recovery_days: Option<u32>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Restore a deleted secret
+    Restore {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Destroy a deleted secret for good (after its recovery window, or now with --force,
+    /// which needs admin)
+    Destroy {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Re-encrypt every version under the secret key's current version
+    Rewrap {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Ask an operator to put a secret: TENANT/ENV/NAME
+    Request {
+        #[arg(value_name = "TENANT/ENV/NAME")]
+        secret: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List the secret requests of an environment: TENANT/ENV
+    Requests {
+        #[arg(value_name = "TENANT/ENV")]
+        env: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Cancel an open secret request: TENANT/ENV REQUEST_ID
+    CancelRequest {
+        #[arg(value_name = "TENANT/ENV")]
+        env: String,
+        #[arg(value_name = "REQUEST_ID")]
+        id: String,
+        #[command(flatten)]
+        out: Out,
+    },
 }

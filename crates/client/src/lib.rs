@@ -118,11 +118,20 @@ impl Client {
         self.send(reqwest::Method::POST, path, None::<&()>).await
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         let _: serde_json::Value = self
             .send(reqwest::Method::DELETE, path, None::<&()>)
             .await?;
         Ok(())
+    }
+
+    /// DELETE that answers with a document (e.g. a deleted secret's metadata).
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(reqwest::Method::DELETE, path, None::<&()>).await
     }
 
     async fn send<B: Serialize, T: DeserializeOwned>(

@@ -413,7 +413,7 @@ fn audit_filter(q: &[(&str, String)]) -> Result<AuditFilter, ApiError> {
         if a.len() > 64
             || !a
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'*')
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'-' || b == b'*')
         {
             return Err(ApiError::new(
                 Code::InvalidArgument,

@@ -4,4 +4,6 @@
 mod cli;
 mod crash;
 mod harness;
+mod seal;
+mod secrets;
 mod tls;
