@@ -91,6 +91,8 @@ pub struct Running {
     /// The bootstrap admin token, only on the very first start.
     pub admin_token: Option<String>,
     pub store_description: String,
+    /// The store, for the parts that run beside the API (the edge).
+    pub store: Arc<store::Store>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
     _lock: std::fs::File,
@@ -212,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr,
         admin_token,
         store_description: store.describe().to_string(),
+        store: store.clone(),
         shutdown: tx,
         done,
         _lock: lock,

@@ -104,6 +104,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Seal(out) => crate::seal::seal(&client, out).await,
         Command::Key(cmd) => crate::keys::run(&client, cmd).await,
         Command::Secret(cmd) => crate::secrets::run(&client, cmd).await,
+        Command::Route(cmd) => crate::routes::run(&client, cmd).await,
     }
 }
 

@@ -12,6 +12,7 @@ mod input;
 mod keys;
 mod output;
 mod profile;
+mod routes;
 mod seal;
 mod secrets;
 
@@ -143,6 +144,73 @@ pub enum Command {
     /// Secrets of an environment (TENANT/ENV/NAME); values come from stdin or a file only
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// Routes of the edge (TENANT/ENV/NAME): host and path to upstreams or a service
+    #[command(subcommand)]
+    Route(RouteCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCmd {
+    /// Create a route; it takes effect on the edge within a second, without a restart
+    Create {
+        /// TENANT/ENV/NAME
+        route: String,
+        /// Host the route answers (a DNS name, no port, no wildcard)
+        #[arg(long)]
+        host: String,
+        /// Path prefix (or exact path with --exact)
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Match the path exactly instead of as a prefix
+        #[arg(long)]
+        exact: bool,
+        /// Remove the matched prefix before forwarding
+        #[arg(long)]
+        strip_prefix: bool,
+        /// `upstream:IP:PORT,IP:PORT` or `service:NAME`
+        #[arg(long)]
+        to: String,
+        /// `public` or `internal`
+        #[arg(long, default_value = "public")]
+        listener: String,
+        /// `least-outstanding` or `round-robin`
+        #[arg(long, default_value = "least-outstanding")]
+        balancer: String,
+        /// Upstream timeout, e.g. 30s
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Largest request body in bytes
+        #[arg(long)]
+        max_body: Option<u64>,
+        /// Request header to set, NAME=VALUE (repeatable)
+        #[arg(long = "set-header")]
+        set_header: Vec<String>,
+        /// Request header to remove (repeatable)
+        #[arg(long = "remove-header")]
+        remove_header: Vec<String>,
+        /// Response header to set, NAME=VALUE (repeatable)
+        #[arg(long = "set-response-header")]
+        set_response_header: Vec<String>,
+        /// Response header to remove (repeatable)
+        #[arg(long = "remove-response-header")]
+        remove_response_header: Vec<String>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List the routes of an environment (TENANT/ENV)
+    List {
+        env: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Show a route
+    Show {
+        route: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Delete a route; the edge stops routing it within a second
+    Delete { route: String },
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -156,6 +224,12 @@ pub struct UpArgs {
     /// Store URL: postgres://USER@HOST/DB (default: SQLite in the data directory)
     #[arg(long, env = "GANTRY_STORE", hide_env_values = true)]
     pub store: Option<String>,
+    /// Public HTTP listener of the edge (`off` to disable)
+    #[arg(long, env = "GANTRY_HTTP", default_value = "0.0.0.0:8080", value_parser = parse_listener)]
+    pub http: Listen,
+    /// Internal listener of the edge, for service-to-service traffic (`off` to disable)
+    #[arg(long, env = "GANTRY_INTERNAL", default_value = "127.0.0.1:8081", value_parser = parse_listener)]
+    pub internal: Listen,
     /// Extra DNS name or IP address for the API certificate (repeatable)
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
@@ -190,6 +264,19 @@ pub enum SealKind {
     File,
     Passphrase,
     Pkcs11,
+}
+
+/// A listener address, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listener(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|_| format!("{s:?} is not ADDRESS:PORT or off"))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

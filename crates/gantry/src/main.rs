@@ -63,6 +63,12 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     config.rotation_interval = up.rotation_check;
     config.seal = Some(seal_setup(&up));
     let running = api::start(config).await?;
+    let edge_config = edge::EdgeConfig {
+        public_http: up.http.0,
+        internal: up.internal.0,
+        poll: std::time::Duration::from_millis(250),
+    };
+    let edge = edge::start(running.store.clone(), edge_config).await?;
     if let Some(token) = &running.admin_token {
         // Printed once, on the very first start; also in <data>/admin.token (0600).
         println!(
@@ -71,8 +77,12 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
         );
         println!("{token}");
     }
+    let show =
+        |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     tracing::info!(
         api = %format!("https://{}", running.addr),
+        edge_http = %show(edge.public_http),
+        edge_internal = %show(edge.internal),
         store = %running.store_description,
         ca = %up.data.join("ca.pem").display(),
         ready_ms = started.elapsed().as_millis() as u64,
@@ -80,6 +90,7 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
+    edge.shutdown().await;
     running.shutdown().await;
     Ok(())
 }

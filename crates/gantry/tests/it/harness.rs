@@ -14,6 +14,9 @@ pub struct Gantry {
     pub api: String,
     pub config: PathBuf,
     pub first_token: Option<String>,
+    /// The edge's public HTTP and internal listeners (`127.0.0.1:PORT`).
+    pub edge_http: String,
+    pub edge_internal: String,
     /// Every line the server printed (stdout as `OUT ...`, stderr as `ERR ...`).
     pub log: Arc<Mutex<Vec<String>>>,
     drain: Option<std::thread::JoinHandle<()>>,
@@ -71,6 +74,8 @@ impl Gantry {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--log-format")
                 .arg("json")
+                // The edge on loopback ports the kernel picks (the ready line says which).
+                .args(["--http", "127.0.0.1:0", "--internal", "127.0.0.1:0"])
                 .args(extra_args)
                 .env_remove("GANTRY_STORE")
                 .env_remove("GANTRY_SEAL")
@@ -108,6 +113,10 @@ impl Gantry {
                     first_token = Some(t.to_string());
                 }
                 if l.contains("gantry is ready") {
+                    let ready: serde_json::Value =
+                        serde_json::from_str(l.trim_start_matches("ERR ")).unwrap_or_default();
+                    let field = |k: &str| ready["fields"][k].as_str().unwrap_or("").to_string();
+                    let (edge_http, edge_internal) = (field("edge_http"), field("edge_internal"));
                     // stdout and stderr arrive on two threads: collect what stdout printed
                     // before the ready line (the first-start token).
                     while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
@@ -130,6 +139,8 @@ impl Gantry {
                         api: format!("https://127.0.0.1:{port}"),
                         config: data.parent().unwrap().join(format!("profile-{port}.json")),
                         first_token,
+                        edge_http,
+                        edge_internal,
                         log,
                         drain: Some(drain),
                     };

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod edge;
 mod harness;
 mod seal;
 mod secrets;
