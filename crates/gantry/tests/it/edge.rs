@@ -32,9 +32,11 @@ impl Upstream {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 is installed");
+        // Owned from here on: dropping it kills and waits for the process.
+        let up = Upstream(child, port);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Upstream(child, port);
+                return up;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
