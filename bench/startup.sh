@@ -9,7 +9,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target}
 cargo build --release --bin gantry -q
 BIN="$CARGO_TARGET_DIR/release/gantry"
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PID=
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 PORT=$((20000 + RANDOM % 20000))
 
 now_ms() { date +%s%3N; }
@@ -18,7 +19,7 @@ now_ms() { date +%s%3N; }
 start_and_time() {
   local data=$1 t0
   t0=$(now_ms)
-  "$BIN" up --data "$data" --api "127.0.0.1:$PORT" >/dev/null 2>&1 &
+  "$BIN" up --data "$data" --api "127.0.0.1:$PORT" --http off --internal off >/dev/null 2>&1 &
   PID=$!
   for _ in $(seq 1 2000); do
     if [ -f "$data/ca.pem" ] && curl -fsS --cacert "$data/ca.pem" "https://127.0.0.1:$PORT/v1/health" >/dev/null 2>&1; then
