@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures `gantry up` start-up (process start to first successful /v1/health over HTTPS)
+# Measures `gantry up` (control plane and edge) start-up (process start to first successful /v1/health over HTTPS)
 # on a fresh data directory and on a restart, and idle RSS, with the release build.
 # Usage: bench/startup.sh [RUNS]   (default 5). Prints a Markdown table.
 set -euo pipefail
@@ -19,7 +19,7 @@ now_ms() { date +%s%3N; }
 start_and_time() {
   local data=$1 t0
   t0=$(now_ms)
-  "$BIN" up --data "$data" --api "127.0.0.1:$PORT" --http off --internal off >/dev/null 2>&1 &
+  "$BIN" up --data "$data" --api "127.0.0.1:$PORT" --http 127.0.0.1:0 --internal 127.0.0.1:0 >/dev/null 2>&1 &
   PID=$!
   for _ in $(seq 1 2000); do
     if [ -f "$data/ca.pem" ] && curl -fsS --cacert "$data/ca.pem" "https://127.0.0.1:$PORT/v1/health" >/dev/null 2>&1; then
