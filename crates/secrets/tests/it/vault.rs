@@ -201,7 +201,7 @@ async fn value_kinds_and_limits() {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.code(), Code::PayloadTooLarge);
     assert!(e.to_string().contains("65536"));
     let e =
         h.kr.put_secret(
