@@ -210,6 +210,9 @@ fn route_schema(request: bool) -> Value {
         "max_body": { "type": ["integer", "null"] },
         "request_headers": rules,
         "response_headers": rules,
+        "health": { "type": ["object", "null"], "additionalProperties": false, "required": ["path"], "properties": {
+            "path": text, "interval_ms": { "type": "integer" }, "timeout_ms": { "type": "integer" },
+            "healthy_threshold": { "type": "integer" }, "unhealthy_threshold": { "type": "integer" } } },
     });
     let mut required = vec!["name", "host", "to"];
     if !request {

@@ -195,6 +195,21 @@ pub enum RouteCmd {
         /// Response header to remove (repeatable)
         #[arg(long = "remove-response-header")]
         remove_response_header: Vec<String>,
+        /// Active health check path of the upstreams (e.g. /health)
+        #[arg(long)]
+        health: Option<String>,
+        /// Health check interval, e.g. 5s
+        #[arg(long, default_value = "5s")]
+        health_interval: String,
+        /// Health check timeout, e.g. 1s
+        #[arg(long, default_value = "1s")]
+        health_timeout: String,
+        /// Successes in a row that bring an endpoint back
+        #[arg(long, default_value_t = 2)]
+        healthy_threshold: u32,
+        /// Failures in a row that take an endpoint out
+        #[arg(long, default_value_t = 3)]
+        unhealthy_threshold: u32,
         #[command(flatten)]
         out: Out,
     },

@@ -3,7 +3,8 @@
 
 use client::Client;
 use model::routes::{
-    BalancerKind, CreateRoute, HeaderRuleSpec, Listener, PathKind, RouteInfo, RouteSpec, Target,
+    BalancerKind, CreateRoute, HeaderRuleSpec, HealthCheckSpec, Listener, PathKind, RouteInfo,
+    RouteSpec, Target,
 };
 use model::types::List;
 
@@ -48,6 +49,13 @@ fn rows(items: &[RouteInfo]) -> Vec<Vec<String>> {
             ]
         })
         .collect()
+}
+
+/// A duration flag (`30s`, `500ms`) in milliseconds.
+fn millis(flag: &str, s: &str) -> Result<u64, CliError> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| CliError::usage(format!("invalid {flag} {s:?}: use e.g. 5s or 500ms")))
 }
 
 /// `upstream:A,B` or `service:NAME`.
@@ -98,6 +106,11 @@ pub async fn run(c: &Client, cmd: RouteCmd) -> Result<(), CliError> {
             remove_header,
             set_response_header,
             remove_response_header,
+            health,
+            health_interval,
+            health_timeout,
+            healthy_threshold,
+            unhealthy_threshold,
             out,
         } => {
             let r = Ref::parse(&route, "route")?;
@@ -119,15 +132,17 @@ pub async fn run(c: &Client, cmd: RouteCmd) -> Result<(), CliError> {
                     )))
                 }
             };
-            let timeout_ms = timeout
-                .map(|s| {
-                    humantime::parse_duration(&s)
-                        .map(|d| d.as_millis() as u64)
-                        .map_err(|_| {
-                            CliError::usage(format!("invalid --timeout {s:?}: use e.g. 30s"))
-                        })
-                })
-                .transpose()?;
+            let timeout_ms = timeout.map(|s| millis("--timeout", &s)).transpose()?;
+            let health = match health {
+                Some(path) => Some(HealthCheckSpec {
+                    path,
+                    interval_ms: millis("--health-interval", &health_interval)?,
+                    timeout_ms: millis("--health-timeout", &health_timeout)?,
+                    healthy_threshold,
+                    unhealthy_threshold,
+                }),
+                None => None,
+            };
             let spec = RouteSpec {
                 host,
                 path,
@@ -144,6 +159,7 @@ pub async fn run(c: &Client, cmd: RouteCmd) -> Result<(), CliError> {
                 max_body,
                 request_headers: header_rules(&set_header, &remove_header)?,
                 response_headers: header_rules(&set_response_header, &remove_response_header)?,
+                health,
             };
             spec.validate()?;
             let body = CreateRoute {

@@ -156,10 +156,12 @@ async fn reconcile_loop(
     }
 }
 
-/// Builds snapshots from routes, keeping endpoint identity across builds.
+/// Builds snapshots from routes, keeping endpoint identity across builds, and starts the
+/// active health checks of new endpoints (a check ends when its endpoint is drained).
 #[derive(Default)]
 pub struct Reconciler {
     endpoints: HashMap<(String, SocketAddr), Arc<Endpoint>>,
+    checker: Option<proxy::health::CheckerClient>,
 }
 
 impl Reconciler {
@@ -174,19 +176,33 @@ impl Reconciler {
                 // Services get their replicas from the runtime; until then, none.
                 Target::Service(_) => Vec::new(),
             };
-            let eps = addrs
-                .into_iter()
-                .map(|a| {
-                    let key = (r.name.clone(), a);
-                    let ep = self
-                        .endpoints
-                        .get(&key)
-                        .cloned()
-                        .unwrap_or_else(|| Endpoint::new(a));
-                    next.insert(key, ep.clone());
-                    ep
-                })
-                .collect();
+            let check = r.spec.health.as_ref().map(|h| proxy::HealthCheck {
+                path: h.path.clone(),
+                interval: Duration::from_millis(h.interval_ms),
+                timeout: Duration::from_millis(h.timeout_ms),
+                healthy_threshold: h.healthy_threshold,
+                unhealthy_threshold: h.unhealthy_threshold,
+            });
+            let mut eps = Vec::new();
+            for a in addrs {
+                let key = (r.name.clone(), a);
+                let ep = match self.endpoints.get(&key) {
+                    Some(ep) => ep.clone(),
+                    None => {
+                        let ep = Endpoint::new(a);
+                        if let Some(check) = &check {
+                            let client = self
+                                .checker
+                                .get_or_insert_with(proxy::health::checker_client)
+                                .clone();
+                            proxy::health::spawn(client, ep.clone(), check.clone());
+                        }
+                        ep
+                    }
+                };
+                next.insert(key, ep.clone());
+                eps.push(ep);
+            }
             let balancer = match r.spec.balancer {
                 BalancerKind::RoundRobin => Balancer::RoundRobin,
                 BalancerKind::LeastOutstanding => Balancer::LeastOutstanding,

@@ -82,6 +82,39 @@ pub struct RouteSpec {
     pub request_headers: HeaderRuleSpec,
     #[serde(default)]
     pub response_headers: HeaderRuleSpec,
+    /// Active health checks of the upstreams; none: endpoints count as healthy.
+    #[serde(default)]
+    pub health: Option<HealthCheckSpec>,
+}
+
+/// An active health check: `GET path` on every endpoint every `interval_ms`; a 2xx within
+/// `timeout_ms` is a success. `unhealthy_threshold` failures in a row take an endpoint out,
+/// `healthy_threshold` successes in a row bring it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    pub path: String,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_check_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_healthy")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_interval() -> u64 {
+    5_000
+}
+fn default_check_timeout() -> u64 {
+    1_000
+}
+fn default_healthy() -> u32 {
+    2
+}
+fn default_unhealthy() -> u32 {
+    3
 }
 
 fn default_path() -> String {
@@ -177,6 +210,32 @@ impl RouteSpec {
                 return Err(bad(format!("max_body must be at most {MAX_MAX_BODY}")));
             }
         }
+        if let Some(h) = &self.health {
+            if !h.path.starts_with('/')
+                || h.path.len() > 1024
+                || h.path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+            {
+                return Err(bad(format!(
+                    "invalid health check path {:?}",
+                    crate::name::truncate(&h.path)
+                )));
+            }
+            if !(100..=300_000).contains(&h.interval_ms)
+                || h.timeout_ms == 0
+                || h.timeout_ms > h.interval_ms
+            {
+                return Err(bad(
+                    "health check: interval_ms 100-300000 and 0 < timeout_ms <= interval_ms".into(),
+                ));
+            }
+            if !(1..=10).contains(&h.healthy_threshold)
+                || !(1..=10).contains(&h.unhealthy_threshold)
+            {
+                return Err(bad(
+                    "health check thresholds must be between 1 and 10".into()
+                ));
+            }
+        }
         for rules in [&self.request_headers, &self.response_headers] {
             if rules.set.len() + rules.remove.len() > MAX_HEADER_RULES {
                 return Err(bad(format!("at most {MAX_HEADER_RULES} header rules")));
@@ -218,6 +277,7 @@ mod tests {
             max_body: None,
             request_headers: Default::default(),
             response_headers: Default::default(),
+            health: None,
         }
     }
 

@@ -8,8 +8,10 @@
 
 mod balance;
 mod forward;
+pub mod health;
 mod snapshot;
 
 pub use balance::Balancer;
 pub use forward::{Proxy, Scheme};
+pub use health::HealthCheck;
 pub use snapshot::{Endpoint, HeaderRules, PathMatch, Route, RouteTable, Upstream};

@@ -2,7 +2,7 @@
 //! through the reconciler, without a restart and without failing requests.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,12 @@ use model::{Name, Scope};
 use store::{Actor, Store};
 
 async fn upstream(name: &'static str) -> SocketAddr {
+    upstream_with_health(name, Arc::new(AtomicBool::new(true))).await
+}
+
+/// An upstream whose `/health` answers 200 while `healthy` is set, 503 otherwise; every
+/// other path answers its name.
+async fn upstream_with_health(name: &'static str, healthy: Arc<AtomicBool>) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -23,11 +29,17 @@ async fn upstream(name: &'static str) -> SocketAddr {
             let Ok((tcp, _)) = l.accept().await else {
                 return;
             };
+            let healthy = healthy.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |_req| async move {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                        name,
-                    ))))
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let healthy = healthy.clone();
+                    async move {
+                        let mut r = hyper::Response::new(Full::new(Bytes::from(name)));
+                        if req.uri().path() == "/health" && !healthy.load(Ordering::Relaxed) {
+                            *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), svc)
@@ -51,6 +63,7 @@ fn spec(host: &str, path: &str, to: &[SocketAddr], listener: Listener) -> RouteS
         max_body: None,
         request_headers: Default::default(),
         response_headers: Default::default(),
+        health: None,
     }
 }
 
@@ -110,6 +123,22 @@ impl Setup {
             .await
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Which upstreams answered `n` requests to `host` (every one must succeed).
+    async fn served_by(
+        &self,
+        listener: SocketAddr,
+        host: &str,
+        n: usize,
+    ) -> std::collections::HashSet<String> {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..n {
+            let (status, body) = self.get(listener, host, "/").await;
+            assert_eq!(status, 200, "{body}");
+            seen.insert(body);
+        }
+        seen
     }
 
     /// Waits (bounded) until the edge answers `want` status for host/path.
@@ -266,5 +295,57 @@ async fn route_changes_under_load_fail_nothing() {
         failed, 0,
         "{failed} requests failed during 100 route changes"
     );
+    s.edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn active_health_checks_take_endpoints_out_and_back() {
+    let s = setup().await;
+    let flag_a = Arc::new(AtomicBool::new(true));
+    let a = upstream_with_health("a", flag_a.clone()).await;
+    let b = upstream("b").await;
+    let public = s.edge.public_http.unwrap();
+    let mut sp = spec("hc.acme.test", "/", &[a, b], Listener::Public);
+    sp.health = Some(model::routes::HealthCheckSpec {
+        path: "/health".into(),
+        interval_ms: 100,
+        timeout_ms: 100,
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+    });
+    s.store
+        .create_route(&Actor::system(), &scope("acme/staging"), "hc", &sp)
+        .await
+        .unwrap();
+    s.until(public, "hc.acme.test", "/", 200).await;
+    assert_eq!(
+        s.served_by(public, "hc.acme.test", 20).await.len(),
+        2,
+        "both endpoints serve"
+    );
+    // a fails its checks: after two failed checks it gets no more traffic, and no request fails.
+    flag_a.store(false, Ordering::Relaxed);
+    let mut only_b = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.served_by(public, "hc.acme.test", 10).await
+            == std::collections::HashSet::from(["b".to_string()])
+        {
+            only_b = true;
+            break;
+        }
+    }
+    assert!(only_b, "the unhealthy endpoint kept receiving traffic");
+    // a passes again: it comes back.
+    flag_a.store(true, Ordering::Relaxed);
+    let mut back = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.served_by(public, "hc.acme.test", 10).await.contains("a") {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the recovered endpoint did not come back");
     s.edge.shutdown().await;
 }
