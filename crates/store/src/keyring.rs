@@ -274,13 +274,7 @@ impl Store {
         action: &str,
     ) -> Result<u32> {
         let mut w = self.begin_write().await?;
-        let key = sqlx::query(&format!("SELECT {KEY_COLS} FROM keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .map(|r| row_to_key(&r))
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("key {id} not found")))?;
+        let key = key_in(&mut w.tx, id).await?;
         if key.current_version != expected_current {
             return Err(StoreError::Conflict(format!(
                 "key {id} was rotated concurrently (now version {})",
@@ -317,13 +311,7 @@ impl Store {
         detail: String,
     ) -> Result<KeyRecord> {
         let mut w = self.begin_write().await?;
-        let mut key = sqlx::query(&format!("SELECT {KEY_COLS} FROM keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .map(|r| row_to_key(&r))
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("key {id} not found")))?;
+        let mut key = key_in(&mut w.tx, id).await?;
         if let Some(s) = change.state {
             key.state = s;
         }
@@ -392,6 +380,17 @@ impl Store {
         ev.detail = format!("versions={}", rewrapped.len());
         w.commit(actor, ev).await
     }
+}
+
+/// Reads key `id` inside an open transaction.
+async fn key_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str) -> Result<KeyRecord> {
+    sqlx::query(&format!("SELECT {KEY_COLS} FROM keys WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| row_to_key(&r))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("key {id} not found")))
 }
 
 /// Inserts a key and its version 1 inside an open transaction.
