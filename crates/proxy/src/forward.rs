@@ -211,7 +211,14 @@ impl Proxy {
             let up_body = match (bodiless, body.take()) {
                 (true, _) => Either::Right(Empty::new()),
                 (false, Some(b)) => Either::Left(b),
-                (false, None) => unreachable_body(),
+                // A body is sent once: requests with one are never retried (see `retry`).
+                (false, None) => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        Code::BadGateway,
+                        "the upstream could not be reached",
+                    )
+                }
             };
             let up_req =
                 match upstream_request(&parts, up_body, route, ep.addr, &host, peer, scheme) {
@@ -284,11 +291,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn unreachable_body() -> UpBody {
-    // A request with a body is attempted once; the loop never asks for it twice.
-    Either::Right(Empty::new())
 }
 
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
