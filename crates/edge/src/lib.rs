@@ -66,6 +66,18 @@ pub async fn start(store: Arc<Store>, cfg: EdgeConfig) -> Result<RunningEdge, Ed
     let (public_table, internal_table) = rec.build(&routes);
     let public = Proxy::new(public_table);
     let internal_proxy = Proxy::new(internal_table);
+    // Prometheus metrics of both listeners, on the internal one.
+    let (p, i) = (Arc::downgrade(&public), Arc::downgrade(&internal_proxy));
+    internal_proxy.serve_metrics(Box::new(move || {
+        let mut out = String::new();
+        proxy::metrics::render_headers(&mut out);
+        for (name, proxy) in [("public", &p), ("internal", &i)] {
+            if let Some(proxy) = proxy.upgrade() {
+                out.push_str(&proxy.metrics_text(name));
+            }
+        }
+        out
+    }));
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let public_http = listen(cfg.public_http, &public, &rx, &mut tasks).await?;
@@ -161,6 +173,7 @@ async fn reconcile_loop(
 #[derive(Default)]
 pub struct Reconciler {
     endpoints: HashMap<(String, SocketAddr), Arc<Endpoint>>,
+    stats: HashMap<String, Arc<proxy::RouteStats>>,
     checker: Option<proxy::health::CheckerClient>,
 }
 
@@ -169,6 +182,7 @@ impl Reconciler {
     /// are drained.
     pub fn build(&mut self, routes: &[RouteInfo]) -> (RouteTable, RouteTable) {
         let mut next: HashMap<(String, SocketAddr), Arc<Endpoint>> = HashMap::new();
+        let mut next_stats: HashMap<String, Arc<proxy::RouteStats>> = HashMap::new();
         let (mut public, mut internal) = (Vec::new(), Vec::new());
         for r in routes {
             let addrs: Vec<SocketAddr> = match &r.spec.to {
@@ -224,6 +238,10 @@ impl Reconciler {
                 max_body: r.spec.max_body.unwrap_or(model::routes::DEFAULT_MAX_BODY),
                 request_headers: rules(&r.spec.request_headers),
                 response_headers: rules(&r.spec.response_headers),
+                stats: next_stats
+                    .entry(r.name.clone())
+                    .or_insert_with(|| self.stats.get(&r.name).cloned().unwrap_or_default())
+                    .clone(),
             };
             match r.spec.listener {
                 Listener::Public => public.push(route),
@@ -236,6 +254,7 @@ impl Reconciler {
             }
         }
         self.endpoints = next;
+        self.stats = next_stats;
         (RouteTable::new(public), RouteTable::new(internal))
     }
 }

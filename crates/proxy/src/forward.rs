@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,14 @@ pub struct Proxy {
     table: ArcSwap<RouteTable>,
     client: Client<HttpConnector, UpBody>,
     epoch: Instant,
+    unrouted: AtomicU64,
+    connections: AtomicU64,
+    /// When set, `GET /metrics` that matches no route answers what this returns.
+    metrics_source: std::sync::OnceLock<MetricsSource>,
 }
+
+/// Renders the metrics page (Prometheus text format).
+pub type MetricsSource = Box<dyn Fn() -> String + Send + Sync>;
 
 impl Proxy {
     pub fn new(table: RouteTable) -> Arc<Proxy> {
@@ -77,6 +84,9 @@ impl Proxy {
             table: ArcSwap::from_pointee(table),
             client,
             epoch: Instant::now(),
+            unrouted: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            metrics_source: std::sync::OnceLock::new(),
         })
     }
 
@@ -87,6 +97,31 @@ impl Proxy {
 
     pub fn table(&self) -> Arc<RouteTable> {
         self.table.load_full()
+    }
+
+    /// Serves `GET /metrics` (when no route claims it) from `source`. Set once.
+    pub fn serve_metrics(&self, source: MetricsSource) {
+        let _ = self.metrics_source.set(source);
+    }
+
+    /// This listener's series in the Prometheus text format (without HELP/TYPE headers;
+    /// see `metrics::render_headers`).
+    pub fn metrics_text(&self, listener: &str) -> String {
+        let mut out = String::new();
+        let table = self.table.load();
+        let now = self.now_ms();
+        for route in table.routes() {
+            crate::metrics::render_route(&mut out, listener, route, &|ep| ep.is_ejected(now));
+        }
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "gantry_edge_unrouted_total{{listener=\"{listener}\"}} {}\ngantry_edge_active_connections{{listener=\"{listener}\"}} {}\n",
+                self.unrouted.load(Ordering::Relaxed),
+                self.connections.load(Ordering::Relaxed)
+            ),
+        );
+        out
     }
 
     /// Whether `ep` is ejected now (passive outlier detection).
@@ -140,8 +175,11 @@ impl Proxy {
                 .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
                 .into_owned();
             let conn = graceful.watch(conn);
+            let counted = self.clone();
             tokio::spawn(async move {
+                counted.connections.fetch_add(1, Ordering::Relaxed);
                 let _ = conn.await;
+                counted.connections.fetch_sub(1, Ordering::Relaxed);
             });
         }
         drop(listener);
@@ -170,12 +208,35 @@ impl Proxy {
             }
         };
         let Some(route) = table.find(&host, req.uri().path()) else {
+            if let Some(source) = self.metrics_source.get() {
+                if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
+                    return metrics_response(source());
+                }
+            }
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
             return error(
                 StatusCode::NOT_FOUND,
                 Code::NotFound,
                 "no route for this host and path",
             );
         };
+        let started = Instant::now();
+        let resp = self.forward(route, req, &host, peer, scheme).await;
+        route
+            .stats
+            .record(resp.status().as_u16(), started.elapsed());
+        resp
+    }
+
+    /// Forwards a routed request (limits, endpoint choice, retries, outlier accounting).
+    async fn forward(
+        &self,
+        route: &Route,
+        req: Request<Incoming>,
+        host: &str,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<RespBody> {
         if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -220,11 +281,11 @@ impl Proxy {
                     )
                 }
             };
-            let up_req =
-                match upstream_request(&parts, up_body, route, ep.addr, &host, peer, scheme) {
-                    Ok(r) => r,
-                    Err(m) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, m),
-                };
+            let up_req = match upstream_request(&parts, up_body, route, ep.addr, host, peer, scheme)
+            {
+                Ok(r) => r,
+                Err(m) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, m),
+            };
             let _flight = InFlight::new(ep);
             let result = tokio::time::timeout(route.timeout, self.client.request(up_req)).await;
             match result {
@@ -408,6 +469,15 @@ fn downstream_response(resp: Response<Incoming>, route: &Route) -> Response<Resp
     strip_hop_by_hop(&mut parts.headers);
     route.response_headers.apply(&mut parts.headers);
     Response::from_parts(parts, Either::Left(body))
+}
+
+fn metrics_response(text: String) -> Response<RespBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }
 
 fn error(status: StatusCode, code: Code, message: &str) -> Response<RespBody> {

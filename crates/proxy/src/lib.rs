@@ -9,9 +9,11 @@
 mod balance;
 mod forward;
 pub mod health;
+pub mod metrics;
 mod snapshot;
 
 pub use balance::Balancer;
-pub use forward::{Proxy, Scheme};
+pub use forward::{MetricsSource, Proxy, Scheme};
 pub use health::HealthCheck;
+pub use metrics::RouteStats;
 pub use snapshot::{Endpoint, HeaderRules, PathMatch, Route, RouteTable, Upstream};

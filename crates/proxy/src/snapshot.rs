@@ -159,6 +159,8 @@ pub struct Route {
     pub max_body: u64,
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
+    /// Counters of the route; the same `Arc` across snapshots keeps them.
+    pub stats: Arc<crate::metrics::RouteStats>,
 }
 
 /// The immutable routing table of one listener.
@@ -201,6 +203,11 @@ impl RouteTable {
             .or_else(|| self.any_host.iter().find(|r| r.path.matches(path)))
     }
 
+    /// Every route, in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.by_host.values().flatten().chain(self.any_host.iter())
+    }
+
     pub fn len(&self) -> usize {
         self.by_host.values().map(Vec::len).sum::<usize>() + self.any_host.len()
     }
@@ -236,6 +243,7 @@ mod tests {
             max_body: 1024,
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
+            stats: Default::default(),
         }
     }
 

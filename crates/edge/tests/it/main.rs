@@ -349,3 +349,99 @@ async fn active_health_checks_take_endpoints_out_and_back() {
     assert!(back, "the recovered endpoint did not come back");
     s.edge.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_internal_listener_serves_prometheus_metrics() {
+    let s = setup().await;
+    let a = upstream("a").await;
+    let (public, internal) = (s.edge.public_http.unwrap(), s.edge.internal.unwrap());
+    let st = scope("acme/staging");
+    s.store
+        .create_route(
+            &Actor::system(),
+            &st,
+            "api",
+            &spec("api.acme.test", "/", &[a], Listener::Public),
+        )
+        .await
+        .unwrap();
+    s.until(public, "api.acme.test", "/", 200).await;
+    for _ in 0..9 {
+        assert_eq!(s.get(public, "api.acme.test", "/").await.0, 200);
+    }
+    assert_eq!(s.get(public, "nobody.test", "/").await.0, 404);
+    let r = s
+        .http
+        .get(format!("http://{internal}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let ok = line(
+        r#"gantry_edge_requests_total{listener="public",route="acme/staging/api",code="2xx"}"#,
+    );
+    assert!(ok >= 10.0, "{ok}");
+    assert!(line(r#"gantry_edge_unrouted_total{listener="public"}"#) >= 1.0);
+    assert_eq!(
+        line(&format!(
+            r#"gantry_edge_upstream_healthy{{listener="public",route="acme/staging/api",endpoint="{a}"}}"#
+        )),
+        1.0
+    );
+    let count = line(
+        r#"gantry_edge_request_duration_seconds_count{listener="public",route="acme/staging/api"}"#,
+    );
+    let inf = line(
+        r#"gantry_edge_request_duration_seconds_bucket{listener="public",route="acme/staging/api",le="+Inf"}"#,
+    );
+    assert_eq!(count, inf);
+    assert!(text.contains("# TYPE gantry_edge_requests_total counter"));
+    // Counters survive a route change elsewhere (a new snapshot).
+    s.store
+        .create_route(
+            &Actor::system(),
+            &st,
+            "other",
+            &spec("other.acme.test", "/", &[a], Listener::Public),
+        )
+        .await
+        .unwrap();
+    s.until(public, "other.acme.test", "/", 200).await;
+    let text = s
+        .http
+        .get(format!("http://{internal}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let again = text
+        .lines()
+        .find(|l| l.starts_with(r#"gantry_edge_requests_total{listener="public",route="acme/staging/api",code="2xx"}"#))
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap();
+    assert!(again >= ok, "{again} < {ok}");
+    // The public listener does not serve metrics.
+    assert_eq!(s.get(public, "api2.acme.test", "/metrics").await.0, 404);
+    s.edge.shutdown().await;
+}

@@ -87,6 +87,7 @@ pub fn route(id: &str, host: &str, path: PathMatch, eps: Vec<Arc<Endpoint>>, b: 
         max_body: 1024 * 1024,
         request_headers: HeaderRules::default(),
         response_headers: HeaderRules::default(),
+        stats: Default::default(),
     }
 }
 
