@@ -246,6 +246,9 @@ pub struct UpArgs {
     /// Internal listener of the edge, for service-to-service traffic (`off` to disable)
     #[arg(long, env = "GANTRY_INTERNAL", default_value = "127.0.0.1:8081", value_parser = parse_listener)]
     pub internal: Listen,
+    /// JSON access log lines of the edge, one per routed request (`on` or `off`)
+    #[arg(long, env = "GANTRY_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
+    pub access_log: String,
     /// Extra DNS name or IP address for the API certificate (repeatable)
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,

@@ -37,6 +37,8 @@ pub struct EdgeConfig {
     pub public_http: Option<SocketAddr>,
     pub internal: Option<SocketAddr>,
     pub poll: Duration,
+    /// JSON access logs (tracing target `gantry::access`), one line per routed request.
+    pub access_log: bool,
 }
 
 /// A running edge.
@@ -66,6 +68,8 @@ pub async fn start(store: Arc<Store>, cfg: EdgeConfig) -> Result<RunningEdge, Ed
     let (public_table, internal_table) = rec.build(&routes);
     let public = Proxy::new(public_table);
     let internal_proxy = Proxy::new(internal_table);
+    public.set_access_log(cfg.access_log);
+    internal_proxy.set_access_log(cfg.access_log);
     // Prometheus metrics of both listeners, on the internal one.
     let (p, i) = (Arc::downgrade(&public), Arc::downgrade(&internal_proxy));
     internal_proxy.serve_metrics(Box::new(move || {

@@ -67,6 +67,7 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
         public_http: up.http.0,
         internal: up.internal.0,
         poll: std::time::Duration::from_millis(250),
+        access_log: up.access_log == "on",
     };
     let edge = edge::start(running.store.clone(), edge_config).await?;
     if let Some(token) = &running.admin_token {

@@ -62,6 +62,7 @@ pub struct Proxy {
     epoch: Instant,
     unrouted: AtomicU64,
     connections: AtomicU64,
+    access_log: std::sync::atomic::AtomicBool,
     /// When set, `GET /metrics` that matches no route answers what this returns.
     metrics_source: std::sync::OnceLock<MetricsSource>,
 }
@@ -86,6 +87,7 @@ impl Proxy {
             epoch: Instant::now(),
             unrouted: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            access_log: std::sync::atomic::AtomicBool::new(false),
             metrics_source: std::sync::OnceLock::new(),
         })
     }
@@ -97,6 +99,11 @@ impl Proxy {
 
     pub fn table(&self) -> Arc<RouteTable> {
         self.table.load_full()
+    }
+
+    /// Turns JSON access logs (tracing target `gantry::access`) on or off.
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
     }
 
     /// Serves `GET /metrics` (when no route claims it) from `source`. Set once.
@@ -196,7 +203,7 @@ impl Proxy {
         peer: SocketAddr,
         scheme: Scheme,
     ) -> Response<RespBody> {
-        let table = self.table.load();
+        let mut table = self.table.load_full();
         let host = match request_host(&req) {
             Some(h) => h.to_string(),
             None => {
@@ -207,28 +214,87 @@ impl Proxy {
                 )
             }
         };
-        let Some(route) = table.find(&host, req.uri().path()) else {
-            if let Some(source) = self.metrics_source.get() {
-                if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
-                    return metrics_response(source());
+        let mut req = req;
+        let request_id = ensure_request_id(req.headers_mut());
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let started = Instant::now();
+        // A request that finds no available endpoint on its snapshot is routed again on a
+        // newer one (an endpoint it could have used may have moved there); bounded.
+        let mut attempts = 0;
+        let mut resp = loop {
+            attempts += 1;
+            let Some(route) = table.find(&host, &path) else {
+                if let Some(source) = self.metrics_source.get() {
+                    if path == "/metrics" && method == http::Method::GET {
+                        return metrics_response(source());
+                    }
+                }
+                self.unrouted.fetch_add(1, Ordering::Relaxed);
+                return error(
+                    StatusCode::NOT_FOUND,
+                    Code::NotFound,
+                    "no route for this host and path",
+                );
+            };
+            match self.forward(route, req, &host, peer, scheme).await {
+                Ok(resp) => break resp,
+                Err(back) => {
+                    let fresh = self.table.load_full();
+                    if attempts >= 3 || Arc::ptr_eq(&fresh, &table) {
+                        let resp = error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Code::Unavailable,
+                            "no healthy upstream for this route",
+                        );
+                        drop(back);
+                        break resp;
+                    }
+                    table = fresh;
+                    req = back;
                 }
             }
-            self.unrouted.fetch_add(1, Ordering::Relaxed);
-            return error(
-                StatusCode::NOT_FOUND,
-                Code::NotFound,
-                "no route for this host and path",
-            );
         };
-        let started = Instant::now();
-        let resp = self.forward(route, req, &host, peer, scheme).await;
-        route
-            .stats
-            .record(resp.status().as_u16(), started.elapsed());
+        // The route is found again on the snapshot that served (a map lookup), rather than
+        // keeping a borrow across the loop.
+        let Some(route) = table.find(&host, &path) else {
+            return resp;
+        };
+        let elapsed = started.elapsed();
+        route.stats.record(resp.status().as_u16(), elapsed);
+        if self.access_log.load(Ordering::Relaxed) {
+            let upstream = resp
+                .extensions()
+                .get::<UpstreamAddr>()
+                .map(|u| u.0.to_string());
+            let bytes = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info!(
+                target: "gantry::access",
+                route = %route.id,
+                method = %method,
+                host = %host,
+                path = %path,
+                status = resp.status().as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                upstream = upstream.as_deref().unwrap_or("-"),
+                bytes = bytes,
+                request_id = %request_id,
+                client = %peer.ip(),
+                "access"
+            );
+        }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
         resp
     }
 
     /// Forwards a routed request (limits, endpoint choice, retries, outlier accounting).
+    /// When no endpoint of `route` is available before anything was tried, gives the
+    /// request back (`Err`) so the caller can route it on a newer snapshot.
     async fn forward(
         &self,
         route: &Route,
@@ -236,16 +302,16 @@ impl Proxy {
         host: &str,
         peer: SocketAddr,
         scheme: Scheme,
-    ) -> Response<RespBody> {
+    ) -> Result<Response<RespBody>, Request<Incoming>> {
         if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
-            return error(
+            return Ok(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::PayloadTooLarge,
                 &format!(
                     "request body is larger than this route's limit ({} bytes)",
                     route.max_body
                 ),
-            );
+            ));
         }
         let (parts, body) = req.into_parts();
         let bodiless = is_bodiless(&parts.headers);
@@ -254,19 +320,16 @@ impl Proxy {
         loop {
             let now = self.now_ms();
             let Some((idx, ep)) = route.upstream.pick(now, &tried) else {
-                return if tried.is_empty() {
-                    error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Code::Unavailable,
-                        "no healthy upstream for this route",
-                    )
-                } else {
-                    error(
-                        StatusCode::BAD_GATEWAY,
-                        Code::BadGateway,
-                        "no upstream could be reached",
-                    )
-                };
+                if tried.is_empty() {
+                    if let Some(b) = body.take() {
+                        return Err(Request::from_parts(parts, b));
+                    }
+                }
+                return Ok(error(
+                    StatusCode::BAD_GATEWAY,
+                    Code::BadGateway,
+                    "no upstream could be reached",
+                ));
             };
             tried.push(idx);
             let up_body = match (bodiless, body.take()) {
@@ -274,17 +337,17 @@ impl Proxy {
                 (false, Some(b)) => Either::Left(b),
                 // A body is sent once: requests with one are never retried (see `retry`).
                 (false, None) => {
-                    return error(
+                    return Ok(error(
                         StatusCode::BAD_GATEWAY,
                         Code::BadGateway,
                         "the upstream could not be reached",
-                    )
+                    ))
                 }
             };
             let up_req = match upstream_request(&parts, up_body, route, ep.addr, host, peer, scheme)
             {
                 Ok(r) => r,
-                Err(m) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, m),
+                Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
             };
             let _flight = InFlight::new(ep);
             let result = tokio::time::timeout(route.timeout, self.client.request(up_req)).await;
@@ -292,27 +355,29 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     let failed = matches!(resp.status().as_u16(), 502..=504);
                     self.account(&route.upstream, ep, failed);
-                    return downstream_response(resp, route);
+                    let mut resp = downstream_response(resp, route);
+                    resp.extensions_mut().insert(UpstreamAddr(ep.addr));
+                    return Ok(resp);
                 }
                 Ok(Err(e)) => {
                     self.account(&route.upstream, ep, true);
                     let retry = e.is_connect() && bodiless && tried.len() < MAX_ATTEMPTS;
                     tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
                     if !retry {
-                        return error(
+                        return Ok(error(
                             StatusCode::BAD_GATEWAY,
                             Code::BadGateway,
                             "the upstream could not be reached",
-                        );
+                        ));
                     }
                 }
                 Err(_) => {
                     self.account(&route.upstream, ep, true);
-                    return error(
+                    return Ok(error(
                         StatusCode::GATEWAY_TIMEOUT,
                         Code::GatewayTimeout,
                         "the upstream did not answer in time",
-                    );
+                    ));
                 }
             }
         }
@@ -469,6 +534,33 @@ fn downstream_response(resp: Response<Incoming>, route: &Route) -> Response<Resp
     strip_hop_by_hop(&mut parts.headers);
     route.response_headers.apply(&mut parts.headers);
     Response::from_parts(parts, Either::Left(body))
+}
+
+/// The endpoint that answered, kept in the response's extensions for the access log.
+#[derive(Clone, Copy)]
+struct UpstreamAddr(SocketAddr);
+
+/// The request's `x-request-id` when it is sane, or a new one set on the request; the
+/// upstream sees it and the client gets it back.
+fn ensure_request_id(h: &mut HeaderMap) -> String {
+    if let Some(id) = h
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+    {
+        return id.to_string();
+    }
+    let r: [u64; 2] = rand::random();
+    let id = format!("{:016x}{:016x}", r[0], r[1]);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-request-id", v);
+    }
+    id
 }
 
 fn metrics_response(text: String) -> Response<RespBody> {

@@ -102,6 +102,7 @@ async fn setup() -> Setup {
         public_http: Some("127.0.0.1:0".parse().unwrap()),
         internal: Some("127.0.0.1:0".parse().unwrap()),
         poll: Duration::from_millis(20),
+        access_log: true,
     };
     let edge = edge::start(store.clone(), cfg).await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

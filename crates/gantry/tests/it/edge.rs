@@ -113,6 +113,32 @@ fn routes_made_with_the_cli_reach_a_real_upstream() {
     ]));
     let body = until(&g.edge_http, "web.acme.test", "/", 200);
     assert_eq!(body, "hello from the upstream");
+    // One JSON access log line per routed request: route, status, upstream, request id.
+    // The server writes it before answering; the harness reads the pipe on its own thread.
+    let access_line = || {
+        g.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l.trim_start_matches("ERR ")).ok()
+            })
+            .find(|v| v["target"] == "gantry::access" && v["fields"]["status"] == 200)
+    };
+    let start = Instant::now();
+    let hit = loop {
+        if let Some(v) = access_line() {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no access log line for the 200"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(hit["fields"]["route"], "acme/staging/web");
+    assert_eq!(hit["fields"]["upstream"], format!("127.0.0.1:{}", up.1));
+    assert_eq!(hit["fields"]["request_id"].as_str().unwrap().len(), 32);
     let list = ok(g.cli(&["route", "list", "acme/staging", "-o", "json"]));
     assert!(list.contains("web.acme.test"), "{list}");
     // The public route is not served on the internal listener.

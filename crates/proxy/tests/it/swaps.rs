@@ -42,7 +42,11 @@ async fn a_hundred_swaps_under_load_fail_nothing() {
                 }
                 match http.get(&url).header("host", "app.test").send().await {
                     Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        // Say why, for the failure message's reader.
+                        eprintln!("failed request: {:?}", other.map(|r| r.status()));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
             }
         }));
