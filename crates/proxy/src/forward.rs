@@ -344,11 +344,11 @@ impl Proxy {
                     ))
                 }
             };
-            let up_req = match upstream_request(&parts, up_body, route, ep.addr, host, peer, scheme)
-            {
-                Ok(r) => r,
-                Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
-            };
+            let up_req =
+                match upstream_request(&parts, up_body, route, &ep.authority, host, peer, scheme) {
+                    Ok(r) => r,
+                    Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
+                };
             let _flight = InFlight::new(ep);
             let result = tokio::time::timeout(route.timeout, self.client.request(up_req)).await;
             match result {
@@ -468,30 +468,38 @@ fn upstream_request(
     parts: &http::request::Parts,
     body: UpBody,
     route: &Route,
-    addr: SocketAddr,
+    authority: &http::uri::Authority,
     host: &str,
     peer: SocketAddr,
     scheme: Scheme,
 ) -> Result<Request<UpBody>, &'static str> {
-    let path = parts.uri.path();
-    let path = match (&route.path, route.strip_prefix) {
+    let pq: http::uri::PathAndQuery = match (&route.path, route.strip_prefix) {
         (crate::PathMatch::Prefix(p), true) if p != "/" => {
+            let path = parts.uri.path();
             let rest = &path[p.len().min(path.len())..];
-            if rest.starts_with('/') {
+            let rest = if rest.starts_with('/') {
                 rest.to_string()
             } else {
                 format!("/{rest}")
-            }
+            };
+            let pq = match parts.uri.query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest,
+            };
+            pq.parse().map_err(|_| "invalid request path")?
         }
-        _ => path.to_string(),
+        // The common case reuses the client's path and query as they are (no copy).
+        _ => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     };
-    let pq = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let uri: Uri = format!("http://{addr}{pq}")
-        .parse()
-        .map_err(|_| "invalid request path")?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(pq);
+    let uri = Uri::from_parts(uri).map_err(|_| "invalid request path")?;
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {

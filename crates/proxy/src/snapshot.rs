@@ -64,6 +64,8 @@ impl HeaderRules {
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once (every forwarded request uses it).
+    pub(crate) authority: http::uri::Authority,
     pub(crate) in_flight: AtomicUsize,
     /// Set by active health checks.
     pub(crate) healthy: AtomicBool,
@@ -79,6 +81,10 @@ impl Endpoint {
     pub fn new(addr: SocketAddr) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             addr,
+            authority: addr
+                .to_string()
+                .parse()
+                .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
