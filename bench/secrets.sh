@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Measures secrets and KMS throughput and latency of a release `gantry up` on loopback,
+# with wrk (HTTP/1.1 keep-alive over TLS; wrk does not verify the certificate):
+#   read     GET  .../secrets/db-password/value   (audited: one audit event per read)
+#   encrypt  POST .../keys/payments/encrypt        (not audited one by one)
+#   create   PUT  .../secrets/bench-...            (a new secret per request)
+#   update   PUT  .../secrets/bench-...            (a new version of an existing secret)
+# each for BENCH_DURATION seconds (default 10) at each of BENCH_CONNECTIONS (default
+# "8 32"), wrk with 2 threads. Then reads the server's RSS after 2 s idle.
+#
+# Usage: bench/secrets.sh            Prints a Markdown table on stdout, wrk's output on
+#                                    stderr. About 90 s once the binary is built.
+# Environment:
+#   CARGO_TARGET_DIR   default /var/tmp/gantry-target-bench
+#   BENCH_BIN          a gantry binary to use instead of building this tree
+#   BENCH_STORE        a postgres:// URL to run on PostgreSQL: an empty database, made anew
+#                      for each run (its root key is sealed by the run's data directory,
+#                      which is deleted at the end); default: SQLite in the data directory
+#   BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WORKLOADS (default "read encrypt create update")
+#   BENCH_KEEP=1       keep the data directory and the server log (path on stderr)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${BENCH_DURATION:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-"8 32"}
+WORKLOADS=${BENCH_WORKLOADS:-"read encrypt create update"}
+THREADS=2
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target-bench}
+
+command -v wrk >/dev/null || {
+  echo "wrk is missing: apt-get install -y wrk" >&2
+  exit 1
+}
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN
+else
+  cargo build --release --bin gantry -q
+  BIN="$CARGO_TARGET_DIR/release/gantry"
+fi
+
+# The data directory goes on a disk-backed filesystem (not a tmpfs /tmp): fsync cost is
+# part of what is measured.
+WORK=$(mktemp -d -p /var/tmp gantry-bench-secrets.XXXXXX)
+DATA="$WORK/data"
+PID=
+cleanup() {
+  if [ -n "$PID" ]; then
+    kill "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  if [ "${BENCH_KEEP:-}" = 1 ]; then
+    echo "kept $WORK (server log: $WORK/gantry.log)" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PORT=$((20000 + RANDOM % 20000))
+API="https://127.0.0.1:$PORT"
+STORE_ARGS=()
+[ -n "${BENCH_STORE:-}" ] && STORE_ARGS=(--store "$BENCH_STORE")
+
+# The edge listens on loopback ephemeral ports (its default public listener is 0.0.0.0:8080).
+"$BIN" up --data "$DATA" --api "127.0.0.1:$PORT" --http 127.0.0.1:0 --internal 127.0.0.1:0 \
+  "${STORE_ARGS[@]}" >"$WORK/gantry.log" 2>&1 &
+PID=$!
+ready=
+for _ in $(seq 1 1000); do # 10 s at most
+  if [ -f "$DATA/ca.pem" ] &&
+    curl -fsS --cacert "$DATA/ca.pem" "$API/v1/health" >/dev/null 2>&1; then
+    ready=1
+    break
+  fi
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.01
+done
+if [ -z "$ready" ]; then
+  echo "gantry did not become ready; its log:" >&2
+  cat "$WORK/gantry.log" >&2
+  exit 1
+fi
+
+# Set-up: tenant and environment with the CLI, the KMS key and the secret with the API.
+export GANTRY_SERVER=$API GANTRY_TOKEN=@$DATA/admin.token GANTRY_CA=$DATA/ca.pem
+"$BIN" tenant create acme >/dev/null
+"$BIN" env create acme/staging --kind staging >/dev/null
+TOKEN=$(cat "$DATA/admin.token")
+ENV_URL="$API/v1/tenants/acme/environments/staging"
+api() { # METHOD URL BODY
+  curl -fsS --max-time 10 --cacert "$DATA/ca.pem" -X "$1" \
+    -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d "$3" "$2" >/dev/null
+}
+api POST "$ENV_URL/keys" '{"name":"payments"}'
+api PUT "$ENV_URL/secrets/db-password" '{"value":"s3cret"}'
+# Each workload must succeed once before it is loaded.
+value=$(curl -fsS --max-time 10 --cacert "$DATA/ca.pem" -H "authorization: Bearer $TOKEN" \
+  "$ENV_URL/secrets/db-password/value")
+grep -q s3cret <<<"$value"
+api POST "$ENV_URL/keys/payments/encrypt" '{"plaintext_b64":"aGVsbG8gd29ybGQ="}'
+
+ms() { awk -v us="$1" 'BEGIN { if (us < 10000) printf "%.2f ms", us / 1000; else printf "%.0f ms", us / 1000 }'; }
+
+describe() {
+  case $1 in
+    read) echo "secret value read (audited)" ;;
+    encrypt) echo "KMS encrypt (11 bytes)" ;;
+    create) echo "secret write, new secret" ;;
+    update) echo "secret write, new version" ;;
+  esac
+}
+
+ROWS=()
+for mode in $WORKLOADS; do
+  for c in $CONNECTIONS; do
+    echo "== $mode, $c connections, ${DURATION}s" >&2
+    out=$(BENCH_MODE=$mode BENCH_TOKEN=$TOKEN BENCH_RUN="c$c" \
+      timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 5s \
+      --latency -s "$ROOT/bench/secrets.lua" "$ENV_URL/")
+    echo "$out" >&2
+    read -r _ n dur p50 p99 max status_err sock_err <<<"$(grep '^BENCH_RESULT' <<<"$out")"
+    rps=$(awk -v n="$n" -v d="$dur" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
+    ROWS+=("| $(describe "$mode") | $c | $rps | $(ms "$p50") | $(ms "$p99") | $(ms "$max") | $((status_err + sock_err)) |")
+  done
+done
+
+sleep 2
+RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$PID/status")
+HWM_KB=$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")
+STORE_DESC=$(curl -fsS --cacert "$DATA/ca.pem" -H "authorization: Bearer $TOKEN" "$API/v1/status" |
+  sed -n 's/.*"store":"\([a-z]*\).*/\1/p')
+
+echo "store: ${STORE_DESC:-?}; wrk -t$THREADS, ${DURATION} s per run, HTTP/1.1 keep-alive over TLS"
+echo
+echo "| workload | connections | requests/s | p50 | p99 | max | errors |"
+echo "|---|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "| server memory after the runs | value |"
+echo "|---|---|"
+echo "| idle RSS (2 s after the last run) | $((RSS_KB / 1024)) MB |"
+echo "| peak RSS during the runs | $((HWM_KB / 1024)) MB |"
