@@ -195,7 +195,7 @@ impl Keyring {
                 SecretsError::NotFound(format!("secret {scope}/{name} has no previous version"))
             })?,
         };
-        let stored = self.store.secret_version(scope, name, v).await?;
+        let stored = self.store.secret_version(scope, name, &info, v).await?;
         self.store
             .record(
                 actor,

@@ -283,13 +283,14 @@ impl Store {
     }
 
     /// One version (by number) of a secret.
+    /// `info` is the secret's metadata the caller already read (it gives the stages).
     pub async fn secret_version(
         &self,
         scope: &Scope,
         name: &str,
+        info: &SecretInfo,
         version: u32,
     ) -> Result<StoredVersion> {
-        let (info, _) = self.secret(scope, name).await?;
         sqlx::query(&format!(
             "SELECT {VERSION_COLS} FROM secret_versions WHERE scope = $1 AND name = $2 AND version = $3"
         ))
