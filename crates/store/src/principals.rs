@@ -385,17 +385,36 @@ impl Store {
         if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 128 {
             return Ok(None);
         }
-        let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"))
-            .bind(hash_token(secret))
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let info = row_to_token(&row)?;
+        // One statement on the hot path: the token and its account's grants together (one
+        // row per grant; a single row with NULL role when the account holds none).
+        let rows = sqlx::query(
+            "SELECT t.id, t.account, t.description, t.created_at, t.created_by, t.expires_at, \
+             t.revoked_at, g.role AS role, g.scope AS scope \
+             FROM tokens t LEFT JOIN grants g ON g.principal = t.account \
+             WHERE t.hash = $1 ORDER BY g.scope, g.role",
+        )
+        .bind(hash_token(secret))
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let info = row_to_token(first)?;
         let now = self.now();
         if info.revoked_at.is_some() || info.expires_at.is_some_and(|e| e <= now) {
             return Ok(None);
         }
-        let roles = self.roles_of(&info.account).await?;
+        let mut roles = Vec::new();
+        for row in &rows {
+            let (role, scope): (Option<String>, Option<String>) =
+                (row.try_get("role")?, row.try_get("scope")?);
+            if let (Some(role), Some(scope)) = (role, scope) {
+                roles.push(RoleOn {
+                    role: Role::parse(&role).map_err(|e| StoreError::Corrupt(e.message))?,
+                    scope: Scope::parse(&scope).map_err(|e| StoreError::Corrupt(e.message))?,
+                });
+            }
+        }
         Ok(Some(Authenticated {
             principal: info.account,
             token_id: info.id,
