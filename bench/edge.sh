@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# Measures the edge's HTTP/1.1 proxying side by side with nginx and HAProxy, in one run, on
+# loopback:
+#   upstream  nginx (1 worker) answering `return 200 "hello, world\n"` (13 bytes)
+#   direct    wrk -> upstream
+#   gantry    wrk -> gantry up --http (route bench/prod/hello, host bench.test) -> upstream
+#   nginx     wrk -> nginx reverse proxy (2 workers, keep-alive upstream pool) -> upstream
+#   haproxy   wrk -> HAProxy (mode http, 2 threads, http-reuse always) -> upstream
+# Each target gets a 2 s warm-up, then wrk --latency at three loads, BENCH_DURATION seconds
+# each (default 10): saturation (-t2 -c64), moderate (-t1 -c8; closed loop, so it still
+# saturates the CPUs) and light (-t1 -c8 with a 1 ms pause before each request on each
+# connection: at most ~8,000 requests/s, the CPUs are not saturated). All requests carry
+# `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
+# load (halfway through the saturation run, and the peak), and the CPU time each proxy
+# process tree spends per request (from /proc/PID/stat).
+#
+# Usage: bench/edge.sh     Prints Markdown tables on stdout, wrk's and the set-up's output
+#                          on stderr. About 2.5 minutes once the binary is built.
+# Environment:
+#   CARGO_TARGET_DIR   default /var/tmp/gantry-target-bench
+#   BENCH_BIN          a gantry binary to use instead of building this tree
+#   BENCH_DURATION     seconds per measured run (default 10)
+#   BENCH_GANTRY_ARGS  extra `gantry up` arguments. By default, when the binary has
+#                      `--access-log`, it runs with `--access-log off` (nginx and HAProxy
+#                      log nothing either); BENCH_GANTRY_ARGS="--access-log on" measures it.
+#   BENCH_KEEP=1       keep the work directory (configs, logs; path on stderr)
+#   BENCH_PERF=1       profile gantry with `perf record -g` during its saturation run (that
+#                      run's numbers are then perturbed); the report goes to stderr and to
+#                      perf.txt in the work directory (kept)
+# Installs nginx, haproxy and wrk with apt-get when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${BENCH_DURATION:-10}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target-bench}
+
+# nginx, HAProxy and wrk from Debian when missing. The script runs its own instances with
+# their own configurations and ports; a system nginx or HAProxy is left alone.
+missing=()
+for tool in nginx haproxy wrk; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${missing[@]}" >&2
+fi
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN
+else
+  cargo build --release --bin gantry -q
+  BIN="$CARGO_TARGET_DIR/release/gantry"
+fi
+
+WORK=$(mktemp -d -p /var/tmp gantry-bench-edge.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "${BENCH_KEEP:-}" = 1 ]; then
+    echo "kept $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Random free high ports, distinct from each other.
+PORTS=()
+while [ ${#PORTS[@]} -lt 5 ]; do
+  p=$((20000 + RANDOM % 40000))
+  [[ " ${PORTS[*]} " == *" $p "* ]] && continue
+  ss -Htln "sport = :$p" 2>/dev/null | grep -q . && continue
+  PORTS+=("$p")
+done
+read -r P_UP P_API P_GANTRY P_NGX P_HAP <<<"${PORTS[*]}"
+
+# Waits (at most 10 s) until `curl ARGS...` prints something containing "hello".
+wait_hello() {
+  local what=$1
+  shift
+  for _ in $(seq 1 1000); do
+    if curl -fsS --max-time 1 "$@" 2>/dev/null | grep -q hello; then return 0; fi
+    sleep 0.01
+  done
+  echo "$what did not answer hello; logs in $WORK" >&2
+  BENCH_KEEP=1
+  exit 1
+}
+
+# --- upstream: nginx, 1 worker, a 13-byte answer -------------------------------------
+mkdir -p "$WORK/up" "$WORK/ngx"
+nginx_common() { # PREFIX
+  cat <<EOF
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() { # PREFIX
+  cat <<EOF
+  access_log off;
+  default_type text/plain;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+EOF
+}
+{
+  echo "worker_processes 1;"
+  nginx_common "$WORK/up"
+  echo "http {"
+  nginx_http_common "$WORK/up"
+  cat <<EOF
+  server {
+    listen 127.0.0.1:$P_UP;
+    location / { return 200 "hello, world\n"; }
+  }
+}
+EOF
+} >"$WORK/up/nginx.conf"
+nginx -e "$WORK/up/error.log" -p "$WORK/up" -c "$WORK/up/nginx.conf" >"$WORK/up/stdout.log" 2>&1 &
+PIDS+=($!)
+UP_PID=$!
+wait_hello "the upstream" "http://127.0.0.1:$P_UP/"
+
+# --- nginx as reverse proxy: 2 workers, keep-alive upstream pool -------------------------
+{
+  echo "worker_processes 2;"
+  nginx_common "$WORK/ngx"
+  echo "http {"
+  nginx_http_common "$WORK/ngx"
+  cat <<EOF
+  upstream u {
+    server 127.0.0.1:$P_UP;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$P_NGX;
+    location / {
+      proxy_pass http://u;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}
+EOF
+} >"$WORK/ngx/nginx.conf"
+nginx -e "$WORK/ngx/error.log" -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" >"$WORK/ngx/stdout.log" 2>&1 &
+PIDS+=($!)
+NGX_PID=$!
+wait_hello "nginx (proxy)" -H 'host: bench.test' "http://127.0.0.1:$P_NGX/"
+
+# --- HAProxy: 2 threads, mode http, connection reuse ------------------------------------
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 4000
+defaults
+  mode http
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 60s
+frontend fe
+  bind 127.0.0.1:$P_HAP
+  default_backend be
+backend be
+  server up 127.0.0.1:$P_UP
+EOF
+haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+HAP_PID=$!
+wait_hello "HAProxy" -H 'host: bench.test' "http://127.0.0.1:$P_HAP/"
+
+# --- gantry: control API, the public edge listener, one route -----------------------------
+DATA="$WORK/data"
+API="https://127.0.0.1:$P_API"
+if [ -n "${BENCH_GANTRY_ARGS+set}" ]; then
+  read -r -a GANTRY_ARGS <<<"$BENCH_GANTRY_ARGS"
+elif "$BIN" up --help 2>/dev/null | grep -q -- --access-log; then
+  GANTRY_ARGS=(--access-log off)
+else
+  GANTRY_ARGS=()
+fi
+"$BIN" up --data "$DATA" --api "127.0.0.1:$P_API" --http "127.0.0.1:$P_GANTRY" --internal off \
+  --log-format json "${GANTRY_ARGS[@]}" >"$WORK/gantry.log" 2>&1 &
+PIDS+=($!)
+GANTRY_PID=$!
+ready=
+for _ in $(seq 1 1000); do # 10 s at most
+  if [ -f "$DATA/ca.pem" ] &&
+    curl -fsS --max-time 1 --cacert "$DATA/ca.pem" "$API/v1/health" >/dev/null 2>&1; then
+    ready=1
+    break
+  fi
+  kill -0 "$GANTRY_PID" 2>/dev/null || break
+  sleep 0.01
+done
+if [ -z "$ready" ]; then
+  echo "gantry did not become ready; its log:" >&2
+  cat "$WORK/gantry.log" >&2
+  exit 1
+fi
+(
+  export GANTRY_SERVER=$API GANTRY_TOKEN=@$DATA/admin.token GANTRY_CA=$DATA/ca.pem
+  timeout 30 "$BIN" tenant create bench
+  timeout 30 "$BIN" env create bench/prod --kind production
+  timeout 30 "$BIN" route create bench/prod/hello --host bench.test --to "upstream:127.0.0.1:$P_UP"
+) >&2
+wait_hello "gantry's edge" -H 'host: bench.test' "http://127.0.0.1:$P_GANTRY/"
+
+# --- measuring ------------------------------------------------------------------------------
+cat >"$WORK/report.lua" <<'EOF'
+wrk.headers["Host"] = "bench.test"
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH_RESULT %d %d %d %d %d %d %d\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+EOF
+# Light load: each connection waits 1 ms before each request (at most ~8,000 requests/s
+# with 8 connections), so the CPUs are not saturated and latency is the proxy's own.
+{
+  echo 'function delay() return 1 end'
+  cat "$WORK/report.lua"
+} >"$WORK/light.lua"
+
+rss_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+# CPU ticks (user + system) of a process and its children (nginx's workers).
+cpu_ticks() {
+  local total=0 p t
+  for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + t))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+# CPU ticks the whole machine spent busy (user, nice, system, irq, softirq; all cores).
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# CPU ticks of this shell's waited-for children (wrk): the second line of `times`, which
+# must run in this shell (a subshell would count its own children): `times >"$WORK/times"`.
+children_ticks() {
+  awk -v hz="$HZ" 'NR == 2 {
+    t = 0
+    for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+    printf "%d", t * hz }' "$WORK/times"
+}
+
+declare -A URL PROC
+URL[direct]="http://127.0.0.1:$P_UP/"
+URL[gantry]="http://127.0.0.1:$P_GANTRY/"
+URL[nginx]="http://127.0.0.1:$P_NGX/"
+URL[haproxy]="http://127.0.0.1:$P_HAP/"
+PROC[direct]=$UP_PID
+PROC[gantry]=$GANTRY_PID
+PROC[nginx]=$NGX_PID
+PROC[haproxy]=$HAP_PID
+TARGETS="direct gantry nginx haproxy"
+
+sleep 1
+IDLE_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
+read -r LOAD1 _ </proc/loadavg
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 1) }'; then
+  echo "warning: load average $LOAD1 before the runs: other work is running; results will be noisy" >&2
+fi
+
+for t in $TARGETS; do
+  echo "== warm-up $t" >&2
+  timeout 20 wrk -t2 -c64 -d2s -s "$WORK/report.lua" "${URL[$t]}" >/dev/null
+done
+
+declare -A RPS P50 P99 ERR CPU OTHER
+LOAD_RSS=
+run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
+  local load=$1 t=$2 th=$3 c=$4 script=$5 out c0 c1 u0 u1 w0 w1 b0 b1 other n dur p50 p99 max se ke
+  local sampler= perf_pid=
+  echo "== $load: $t, wrk -t$th -c$c -d${DURATION}s -s $(basename "$script")" >&2
+  if [ "$t" = gantry ] && [ "$load" = saturation ]; then
+    (sleep $((DURATION / 2)) && rss_kb "$GANTRY_PID" VmRSS >"$WORK/load-rss") &
+    sampler=$!
+    if [ "${BENCH_PERF:-}" = 1 ]; then
+      BENCH_KEEP=1
+      (sleep 1 && timeout $((DURATION + 10)) perf record -q -F 499 -g -p "$GANTRY_PID" \
+        -o "$WORK/perf.data" -- sleep $((DURATION - 2)) >/dev/null 2>&1 || true) &
+      perf_pid=$!
+    fi
+  fi
+  c0=$(cpu_ticks "${PROC[$t]}")
+  u0=$(cpu_ticks "$UP_PID")
+  times >"$WORK/times"
+  w0=$(children_ticks)
+  b0=$(busy_ticks)
+  out=$(timeout $((DURATION + 30)) wrk -t"$th" -c"$c" -d"${DURATION}s" --timeout 5s --latency \
+    -s "$script" "${URL[$t]}")
+  c1=$(cpu_ticks "${PROC[$t]}")
+  u1=$(cpu_ticks "$UP_PID")
+  times >"$WORK/times"
+  w1=$(children_ticks)
+  b1=$(busy_ticks)
+  echo "$out" >&2
+  if [ -n "$sampler" ]; then
+    wait "$sampler"
+    LOAD_RSS=$(cat "$WORK/load-rss")
+  fi
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid"
+    perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 0.5 -g none \
+      >"$WORK/perf.txt" 2>/dev/null || true
+    head -80 "$WORK/perf.txt" >&2
+  fi
+  read -r _ n dur p50 p99 max se ke <<<"$(grep '^BENCH_RESULT' <<<"$out")"
+  RPS[$load,$t]=$(awk -v n="$n" -v d="$dur" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
+  P50[$load,$t]=$p50
+  P99[$load,$t]=$p99
+  ERR[$load,$t]=$((se + ke))
+  # microseconds of CPU per request, the whole process tree of the target
+  CPU[$load,$t]=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+  # Noise: what the machine spent busy beyond wrk, the upstream and the target, in cores.
+  other=$((b1 - b0 - (w1 - w0) - (u1 - u0)))
+  [ "$t" != direct ] && other=$((other - (c1 - c0)))
+  OTHER[$load,$t]=$(awk -v o="$other" -v hz="$HZ" -v d="$dur" 'BEGIN { o = o < 0 ? 0 : o; printf "%.2f", o / hz / (d / 1e6) }')
+  if awk -v o="${OTHER[$load,$t]}" 'BEGIN { exit !(o > 0.2) }'; then
+    echo "warning: other processes used ${OTHER[$load,$t]} cores during this run; its numbers are noisy" >&2
+  fi
+}
+for t in $TARGETS; do run saturation "$t" 2 64 "$WORK/report.lua"; done
+for t in $TARGETS; do run moderate "$t" 1 8 "$WORK/report.lua"; done
+for t in $TARGETS; do run light "$t" 1 8 "$WORK/light.lua"; done
+PEAK_RSS=$(rss_kb "$GANTRY_PID" VmHWM)
+sleep 2
+AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
+
+# --- report -----------------------------------------------------------------------------------
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+delta_ms() { awk -v us="$1" 'BEGIN { printf "%+.2f ms", us / 1000 }'; }
+table() { # LOAD DESCRIPTION
+  local load=$1 t ratio added cpu
+  echo "$2"
+  echo
+  echo "| target | requests/s | p50 | p99 | req/s vs direct | added p99 vs direct | CPU per request | errors | other load |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for t in $TARGETS; do
+    if [ "$t" = direct ]; then
+      ratio="1.00"
+      added="—"
+      cpu="${CPU[$load,$t]} µs (upstream)"
+    else
+      ratio=$(awk -v a="${RPS[$load,$t]}" -v b="${RPS[$load,direct]}" 'BEGIN { printf "%.2f", a / b }')
+      added=$(delta_ms $((${P99[$load,$t]} - ${P99[$load,direct]})))
+      cpu="${CPU[$load,$t]} µs"
+    fi
+    echo "| $t | ${RPS[$load,$t]} | $(ms "${P50[$load,$t]}") | $(ms "${P99[$load,$t]}") | $ratio | $added | $cpu | ${ERR[$load,$t]} | ${OTHER[$load,$t]} cores |"
+  done
+  echo
+}
+echo "$(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), gantry $("$BIN" --version 2>/dev/null | awk '{print $2}')${GANTRY_ARGS[*]:+ (${GANTRY_ARGS[*]})}; ${DURATION} s per run"
+echo
+table saturation "Saturation: wrk -t2 -c64 -d${DURATION}s --latency"
+table moderate "Moderate load: wrk -t1 -c8 -d${DURATION}s --latency (closed loop: still saturates the CPUs)"
+table light "Light load: wrk -t1 -c8 -d${DURATION}s --latency, 1 ms pause before each request on each connection"
+echo "| gantry memory | value |"
+echo "|---|---|"
+echo "| idle RSS (route set, before any load) | $((IDLE_RSS / 1024)) MB |"
+echo "| RSS under load (halfway through the saturation run) | $((LOAD_RSS / 1024)) MB |"
+echo "| peak RSS (VmHWM) | $((PEAK_RSS / 1024)) MB |"
+echo "| RSS 2 s after the last run | $((AFTER_RSS / 1024)) MB |"
