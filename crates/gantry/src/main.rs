@@ -41,21 +41,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through a writer thread, so a request's log line (the edge writes one
+/// per request) never waits on a write(2) on the serving thread. Keep the guard alive: it
+/// flushes what is queued when dropped.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 async fn up_main(up: UpArgs) -> anyhow::Result<()> {
-    init_logging(up.log_format);
+    let _log_guard = init_logging(up.log_format);
     let started = std::time::Instant::now();
     let mut config = api::Config::new(up.data.clone(), up.api);
     config.store_url = up.store.clone();
