@@ -246,7 +246,7 @@ impl Ctx {
 }
 
 /// Generates `sqlite::NAME` and `postgres::NAME` for each `async fn NAME(ctx: Ctx)` listed.
-/// An item may carry attributes (for example `#[ignore = "..."]`) for both variants.
+/// An item may carry attributes (an ignore attribute, for example) for both variants.
 #[macro_export]
 macro_rules! engine_tests {
     ($( $(#[$attr:meta])* $name:ident ),* $(,)?) => {
