@@ -221,7 +221,7 @@ impl Proxy {
         // A request that finds no available endpoint on its snapshot is routed again on a
         // newer one (an endpoint it could have used may have moved there); bounded.
         let mut attempts = 0;
-        let mut resp = loop {
+        loop {
             attempts += 1;
             let Some(route) = table.find(&host, &path) else {
                 if let Some(source) = self.metrics_source.get() {
@@ -236,29 +236,46 @@ impl Proxy {
                     "no route for this host and path",
                 );
             };
-            match self.forward(route, req, &host, peer, scheme).await {
-                Ok(resp) => break resp,
+            let resp = match self.forward(route, req, &host, peer, scheme).await {
+                Ok(resp) => resp,
                 Err(back) => {
                     let fresh = self.table.load_full();
-                    if attempts >= 3 || Arc::ptr_eq(&fresh, &table) {
-                        let resp = error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Code::Unavailable,
-                            "no healthy upstream for this route",
-                        );
-                        drop(back);
-                        break resp;
+                    if attempts < 3 && !Arc::ptr_eq(&fresh, &table) {
+                        table = fresh;
+                        req = back;
+                        continue;
                     }
-                    table = fresh;
-                    req = back;
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Code::Unavailable,
+                        "no healthy upstream for this route",
+                    )
                 }
-            }
-        };
-        // The route is found again on the snapshot that served (a map lookup), rather than
-        // keeping a borrow across the loop.
-        let Some(route) = table.find(&host, &path) else {
-            return resp;
-        };
+            };
+            let done = Done {
+                route,
+                host: &host,
+                method: &method,
+                path: &path,
+                request_id: &request_id,
+                peer,
+                started,
+            };
+            return self.finish(done, resp);
+        }
+    }
+
+    /// Records a routed request's metrics and access log line and sets its request id.
+    fn finish(&self, d: Done<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
+        let (route, host, method, path, request_id, peer, started) = (
+            d.route,
+            d.host,
+            d.method,
+            d.path,
+            d.request_id,
+            d.peer,
+            d.started,
+        );
         let elapsed = started.elapsed();
         route.stats.record(resp.status().as_u16(), elapsed);
         if self.access_log.load(Ordering::Relaxed) {
@@ -286,7 +303,7 @@ impl Proxy {
                 "access"
             );
         }
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
         resp
@@ -542,6 +559,17 @@ fn downstream_response(resp: Response<Incoming>, route: &Route) -> Response<Resp
     strip_hop_by_hop(&mut parts.headers);
     route.response_headers.apply(&mut parts.headers);
     Response::from_parts(parts, Either::Left(body))
+}
+
+/// What `finish` needs to know about a routed request.
+struct Done<'a> {
+    route: &'a Route,
+    host: &'a str,
+    method: &'a http::Method,
+    path: &'a str,
+    request_id: &'a str,
+    peer: SocketAddr,
+    started: Instant,
 }
 
 /// The endpoint that answered, kept in the response's extensions for the access log.

@@ -135,11 +135,7 @@ impl Keyring {
                 .await
             {
                 Ok(_) => return Ok(self.store.secret(scope, name).await?.0),
-                Err(StoreError::Conflict(m))
-                    if if_version.is_none() && m.contains("is at version") =>
-                {
-                    continue
-                }
+                Err(StoreError::VersionMismatch(_)) if if_version.is_none() => continue,
                 Err(StoreError::AlreadyExists(_)) if if_version.is_none() => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -39,6 +39,9 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0}")]
     Conflict(String),
+    /// A check-and-set failed: the resource is at another version than expected.
+    #[error("{0}")]
+    VersionMismatch(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("invalid store URL: {0}")]
@@ -59,7 +62,7 @@ impl StoreError {
         match self {
             StoreError::NotFound(_) => Code::NotFound,
             StoreError::AlreadyExists(_) => Code::AlreadyExists,
-            StoreError::Conflict(_) => Code::Conflict,
+            StoreError::Conflict(_) | StoreError::VersionMismatch(_) => Code::Conflict,
             StoreError::Unprocessable(_) => Code::Unprocessable,
             StoreError::BadUrl(_) => Code::InvalidArgument,
             StoreError::Backend(_) => Code::Unavailable,

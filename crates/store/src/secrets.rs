@@ -203,7 +203,7 @@ impl Store {
             .unwrap_or(0);
         if let Some(expected) = if_version {
             if expected != current {
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::VersionMismatch(format!(
                     "secret {scope}/{name} is at version {current}, not {expected}"
                 )));
             }

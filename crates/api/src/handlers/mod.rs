@@ -295,14 +295,17 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
                 return Err(ApiError::new(Code::InvalidArgument, "invalid token id"));
             }
             // The token's scope decides; an unknown id is checked against the platform.
-            let scope = match st.store.token(id).await {
-                Ok(t) => t.account.scope(),
-                Err(store::StoreError::NotFound(_)) => Scope::Platform,
+            let (found, scope) = match st.store.token(id).await {
+                Ok(t) => {
+                    let scope = t.account.scope();
+                    (Ok(t), scope)
+                }
+                Err(e @ store::StoreError::NotFound(_)) => (Err(e), Scope::Platform),
                 Err(e) => return Err(e.into()),
             };
             if op == Op::GetToken {
                 ctx.allow(Resource::Token, Action::Read, &scope).await?;
-                return ok(&st.store.token(id).await?);
+                return ok(&found?);
             }
             ctx.allow(Resource::Token, Action::Delete, &scope).await?;
             let t = ctx
