@@ -213,6 +213,8 @@ fn route_schema(request: bool) -> Value {
         "health": { "type": ["object", "null"], "additionalProperties": false, "required": ["path"], "properties": {
             "path": text, "interval_ms": { "type": "integer" }, "timeout_ms": { "type": "integer" },
             "healthy_threshold": { "type": "integer" }, "unhealthy_threshold": { "type": "integer" } } },
+        "allow_http": { "type": "boolean", "description": "serve on plain HTTP too instead of redirecting to HTTPS" },
+        "upstream_protocol": { "type": "string", "enum": ["http1", "h2c"] },
     });
     let mut required = vec!["name", "host", "to"];
     if !request {
@@ -231,6 +233,8 @@ fn route_schema(request: bool) -> Value {
             "max_body",
             "request_headers",
             "response_headers",
+            "allow_http",
+            "upstream_protocol",
             "created_at",
             "created_by",
         ];

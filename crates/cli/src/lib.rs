@@ -210,6 +210,12 @@ pub enum RouteCmd {
         /// Failures in a row that take an endpoint out
         #[arg(long, default_value_t = 3)]
         unhealthy_threshold: u32,
+        /// Serve on plain HTTP too (by default public routes redirect HTTP to HTTPS)
+        #[arg(long)]
+        allow_http: bool,
+        /// Protocol to the upstreams: `http1` or `h2c` (HTTP/2 without TLS)
+        #[arg(long, default_value = "http1")]
+        upstream_protocol: String,
         #[command(flatten)]
         out: Out,
     },

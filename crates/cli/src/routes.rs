@@ -4,7 +4,7 @@
 use client::Client;
 use model::routes::{
     BalancerKind, CreateRoute, HeaderRuleSpec, HealthCheckSpec, Listener, PathKind, RouteInfo,
-    RouteSpec, Target,
+    RouteSpec, Target, UpstreamProtocol,
 };
 use model::types::List;
 
@@ -111,6 +111,8 @@ pub async fn run(c: &Client, cmd: RouteCmd) -> Result<(), CliError> {
             health_timeout,
             healthy_threshold,
             unhealthy_threshold,
+            allow_http,
+            upstream_protocol,
             out,
         } => {
             let r = Ref::parse(&route, "route")?;
@@ -129,6 +131,15 @@ pub async fn run(c: &Client, cmd: RouteCmd) -> Result<(), CliError> {
                 other => {
                     return Err(invalid(format!(
                         "invalid --balancer {other:?}: use least-outstanding or round-robin"
+                    )))
+                }
+            };
+            let upstream_protocol = match upstream_protocol.as_str() {
+                "http1" => UpstreamProtocol::Http1,
+                "h2c" => UpstreamProtocol::H2c,
+                other => {
+                    return Err(invalid(format!(
+                        "invalid --upstream-protocol {other:?}: use http1 or h2c"
                     )))
                 }
             };
@@ -160,6 +171,8 @@ pub async fn run(c: &Client, cmd: RouteCmd) -> Result<(), CliError> {
                 request_headers: header_rules(&set_header, &remove_header)?,
                 response_headers: header_rules(&set_response_header, &remove_response_header)?,
                 health,
+                allow_http,
+                upstream_protocol,
             };
             spec.validate()?;
             let body = CreateRoute {

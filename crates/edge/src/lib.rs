@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use model::routes::{BalancerKind, Listener, PathKind, RouteInfo, Target};
-use proxy::{
-    Balancer, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable, Scheme, Upstream,
-};
+use proxy::{Balancer, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable, Upstream};
 use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -122,7 +120,7 @@ async fn listen(
         .map_err(|source| EdgeError::Bind { addr, source })?;
     let serve = proxy
         .clone()
-        .serve(l, Scheme::Http, stop.clone(), Duration::from_secs(10));
+        .serve(l, None, stop.clone(), Duration::from_secs(10));
     tasks.push(tokio::spawn(serve));
     Ok(Some(local))
 }
@@ -242,6 +240,8 @@ impl Reconciler {
                 max_body: r.spec.max_body.unwrap_or(model::routes::DEFAULT_MAX_BODY),
                 request_headers: rules(&r.spec.request_headers),
                 response_headers: rules(&r.spec.response_headers),
+                allow_http: r.spec.allow_http,
+                h2c: r.spec.upstream_protocol == model::routes::UpstreamProtocol::H2c,
                 stats: next_stats
                     .entry(r.name.clone())
                     .or_insert_with(|| self.stats.get(&r.name).cloned().unwrap_or_default())

@@ -85,6 +85,24 @@ pub struct RouteSpec {
     /// Active health checks of the upstreams; none: endpoints count as healthy.
     #[serde(default)]
     pub health: Option<HealthCheckSpec>,
+    /// Serve this route on the plain-HTTP listener too. By default a public route is
+    /// redirected from HTTP to HTTPS when the HTTPS listener is on.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// How the edge speaks to the upstreams.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// The protocol between the edge and a route's upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with pooled keep-alive connections (and WebSocket upgrades).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext TCP (prior knowledge), multiplexed.
+    H2c,
 }
 
 /// An active health check: `GET path` on every endpoint every `interval_ms`; a 2xx within
@@ -278,6 +296,8 @@ mod tests {
             request_headers: Default::default(),
             response_headers: Default::default(),
             health: None,
+            allow_http: false,
+            upstream_protocol: UpstreamProtocol::Http1,
         }
     }
 

@@ -38,6 +38,10 @@ const EJECT_AFTER: u32 = 5;
 /// First ejection lasts this long; each further one adds as much, up to `MAX_EJECTION`.
 const BASE_EJECTION: Duration = Duration::from_secs(10);
 const MAX_EJECTION: Duration = Duration::from_secs(300);
+/// A TLS client has this long to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where ACME HTTP-01 challenges are asked for (RFC 8555 section 8.3).
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Whether a listener speaks plain HTTP or HTTPS (for `x-forwarded-proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +63,24 @@ impl Scheme {
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
     client: Client<HttpConnector, UpBody>,
+    /// HTTP/2 over cleartext (prior knowledge), for routes whose upstreams speak h2c.
+    h2c: Client<HttpConnector, UpBody>,
     epoch: Instant,
     unrouted: AtomicU64,
     connections: AtomicU64,
+    handshake_failures: AtomicU64,
     access_log: std::sync::atomic::AtomicBool,
     /// When set, `GET /metrics` that matches no route answers what this returns.
     metrics_source: std::sync::OnceLock<MetricsSource>,
+    /// Set on a plain-HTTP proxy whose routes also have an HTTPS listener: requests are
+    /// redirected there (unless the route allows plain HTTP).
+    https_port: std::sync::OnceLock<u16>,
+    /// Answers ACME HTTP-01 challenges on plain HTTP.
+    challenges: std::sync::OnceLock<ChallengeSource>,
 }
+
+/// The key authorization for an ACME HTTP-01 token, if one is pending.
+pub type ChallengeSource = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Renders the metrics page (Prometheus text format).
 pub type MetricsSource = Box<dyn Fn() -> String + Send + Sync>;
@@ -80,15 +95,25 @@ impl Proxy {
             .pool_max_idle_per_host(512)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
             .build(connector);
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(table),
             client,
+            h2c,
             epoch: Instant::now(),
             unrouted: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
             access_log: std::sync::atomic::AtomicBool::new(false),
             metrics_source: std::sync::OnceLock::new(),
+            https_port: std::sync::OnceLock::new(),
+            challenges: std::sync::OnceLock::new(),
         })
     }
 
@@ -111,6 +136,17 @@ impl Proxy {
         let _ = self.metrics_source.set(source);
     }
 
+    /// Redirects plain-HTTP requests to HTTPS on `port` (308), except on routes that allow
+    /// plain HTTP. Set once.
+    pub fn redirect_to_https(&self, port: u16) {
+        let _ = self.https_port.set(port);
+    }
+
+    /// Answers `GET /.well-known/acme-challenge/TOKEN` on plain HTTP from `source`. Set once.
+    pub fn serve_acme_challenges(&self, source: ChallengeSource) {
+        let _ = self.challenges.set(source);
+    }
+
     /// This listener's series in the Prometheus text format (without HELP/TYPE headers;
     /// see `metrics::render_headers`).
     pub fn metrics_text(&self, listener: &str) -> String {
@@ -123,9 +159,10 @@ impl Proxy {
         let _ = std::fmt::Write::write_fmt(
             &mut out,
             format_args!(
-                "gantry_edge_unrouted_total{{listener=\"{listener}\"}} {}\ngantry_edge_active_connections{{listener=\"{listener}\"}} {}\n",
+                "gantry_edge_unrouted_total{{listener=\"{listener}\"}} {}\ngantry_edge_active_connections{{listener=\"{listener}\"}} {}\ngantry_edge_tls_handshake_failures_total{{listener=\"{listener}\"}} {}\n",
                 self.unrouted.load(Ordering::Relaxed),
-                self.connections.load(Ordering::Relaxed)
+                self.connections.load(Ordering::Relaxed),
+                self.handshake_failures.load(Ordering::Relaxed)
             ),
         );
         out
@@ -141,11 +178,12 @@ impl Proxy {
     }
 
     /// Serves `listener` until `shutdown` turns true, then lets open connections finish
-    /// their requests (bounded by `drain`).
+    /// their requests (bounded by `drain`). With `tls`, every connection is a TLS one
+    /// (handshake bounded by `HANDSHAKE_TIMEOUT`; ALPN picks HTTP/2 or HTTP/1.1).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        scheme: Scheme,
+        tls: Option<Arc<rustls::ServerConfig>>,
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) {
@@ -159,6 +197,13 @@ impl Proxy {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(256);
+        let builder = Arc::new(builder);
+        let scheme = if tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let (tcp, peer) = tokio::select! {
@@ -174,19 +219,38 @@ impl Proxy {
             };
             let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
-            let svc = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer, scheme).await) }
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            let counted = self.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                counted.connections.fetch_add(1, Ordering::Relaxed);
-                let _ = conn.await;
-                counted.connections.fetch_sub(1, Ordering::Relaxed);
+                proxy.connections.fetch_add(1, Ordering::Relaxed);
+                match acceptor {
+                    None => {
+                        proxy
+                            .clone()
+                            .serve_conn(&builder, watcher, tcp, peer, scheme)
+                            .await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => {
+                                proxy
+                                    .clone()
+                                    .serve_conn(&builder, watcher, tls, peer, scheme)
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                proxy.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                proxy.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(client = %peer, "TLS handshake timed out");
+                            }
+                        }
+                    }
+                }
+                proxy.connections.fetch_sub(1, Ordering::Relaxed);
             });
         }
         drop(listener);
@@ -194,6 +258,26 @@ impl Proxy {
             _ = graceful.shutdown() => {}
             _ = tokio::time::sleep(drain) => {}
         }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 (with upgrades) on one accepted connection.
+    async fn serve_conn<I>(
+        self: Arc<Self>,
+        builder: &auto::Builder<TokioExecutor>,
+        watcher: hyper_util::server::graceful::Watcher,
+        io: I,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = self;
+        let svc = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer, scheme).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        let _ = watcher.watch(conn.into_owned()).await;
     }
 
     /// Routes and forwards one request. Never fails: errors are JSON answers.
@@ -218,6 +302,21 @@ impl Proxy {
         let request_id = ensure_request_id(req.headers_mut());
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let started = Instant::now();
+        if scheme == Scheme::Http && method == http::Method::GET {
+            if let (Some(token), Some(source)) = (
+                path.strip_prefix(ACME_CHALLENGE_PREFIX),
+                self.challenges.get(),
+            ) {
+                return match source(token) {
+                    Some(auth) => plain_response(auth),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        Code::NotFound,
+                        "no pending ACME challenge for this token",
+                    ),
+                };
+            }
+        }
         // A request that finds no available endpoint on its snapshot is routed again on a
         // newer one (an endpoint it could have used may have moved there); bounded.
         let mut attempts = 0;
@@ -236,6 +335,11 @@ impl Proxy {
                     "no route for this host and path",
                 );
             };
+            if let (Scheme::Http, Some(port), false) =
+                (scheme, self.https_port.get(), route.allow_http)
+            {
+                return redirect(&host, *port, req.uri());
+            }
             let resp = match self.forward(route, req, &host, peer, scheme).await {
                 Ok(resp) => resp,
                 Err(back) => {
@@ -330,8 +434,9 @@ impl Proxy {
                 ),
             ));
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let bodiless = is_bodiless(&parts.headers);
+        let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
         loop {
@@ -361,17 +466,26 @@ impl Proxy {
                     ))
                 }
             };
-            let up_req =
+            let mut up_req =
                 match upstream_request(&parts, up_body, route, &ep.authority, host, peer, scheme) {
                     Ok(r) => r,
                     Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
                 };
+            if let Some(proto) = &upgrade {
+                let h = up_req.headers_mut();
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(header::UPGRADE, proto.clone());
+            }
             let _flight = InFlight::new(ep);
-            let result = tokio::time::timeout(route.timeout, self.client.request(up_req)).await;
+            let client = if route.h2c { &self.h2c } else { &self.client };
+            let result = tokio::time::timeout(route.timeout, client.request(up_req)).await;
             match result {
                 Ok(Ok(resp)) => {
                     let failed = matches!(resp.status().as_u16(), 502..=504);
                     self.account(&route.upstream, ep, failed);
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        return Ok(switch_protocols(&mut parts, resp, route, ep.addr));
+                    }
                     let mut resp = downstream_response(resp, route);
                     resp.extensions_mut().insert(UpstreamAddr(ep.addr));
                     return Ok(resp);
@@ -538,14 +652,87 @@ fn upstream_request(
         set(&mut headers, "host", host);
     }
     route.request_headers.apply(&mut headers);
+    let version = if route.h2c {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
     let mut req = Request::builder()
         .method(parts.method.clone())
         .uri(uri)
-        .version(http::Version::HTTP_11)
+        .version(version)
         .body(body)
         .map_err(|_| "invalid request")?;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// The protocol a client asks to switch to (`Connection: upgrade` + `Upgrade: X`), if any.
+/// Only HTTP/1.1 has upgrades; the edge passes them through to the upstream.
+fn upgrade_protocol(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asks = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// The upstream agreed to switch protocols (WebSocket): answers the client with the
+/// upstream's 101 and, once both sides have upgraded, copies bytes both ways until either
+/// side closes.
+fn switch_protocols(
+    client_parts: &mut http::request::Parts,
+    mut up_resp: Response<Incoming>,
+    route: &Route,
+    upstream: SocketAddr,
+) -> Response<RespBody> {
+    let Some(client_upgrade) = client_parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            Code::BadGateway,
+            "the upstream switched protocols without being asked to",
+        );
+    };
+    let up_upgrade = hyper::upgrade::on(&mut up_resp);
+    let route_id = route.id.clone();
+    tokio::spawn(async move {
+        let (client, up) = match tokio::try_join!(client_upgrade, up_upgrade) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(route = %route_id, error = %e, "protocol upgrade failed");
+                return;
+            }
+        };
+        let (mut client, mut up) = (TokioIo::new(client), TokioIo::new(up));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut up).await {
+            tracing::debug!(route = %route_id, error = %e, "upgraded connection ended");
+        }
+    });
+    let (mut parts, _) = up_resp.into_parts();
+    let (conn, upgrade) = (
+        parts.headers.remove(header::CONNECTION),
+        parts.headers.remove(header::UPGRADE),
+    );
+    strip_hop_by_hop(&mut parts.headers);
+    route.response_headers.apply(&mut parts.headers);
+    parts.headers.extend(conn.map(|v| (header::CONNECTION, v)));
+    parts.headers.extend(upgrade.map(|v| (header::UPGRADE, v)));
+    let mut resp = Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
+    resp.extensions_mut().insert(UpstreamAddr(upstream));
+    resp
 }
 
 /// A W3C trace context for a request that came without one.
@@ -597,6 +784,37 @@ fn ensure_request_id(h: &mut HeaderMap) -> String {
         h.insert("x-request-id", v);
     }
     id
+}
+
+/// `308 Permanent Redirect` to the same host, path and query on HTTPS (`port`).
+fn redirect(host: &str, port: u16, uri: &Uri) -> Response<RespBody> {
+    let host = crate::snapshot::strip_port(host);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = match port {
+        443 => format!("https://{host}{pq}"),
+        p => format!("https://{host}:{p}{pq}"),
+    };
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        return error(StatusCode::BAD_REQUEST, Code::BadRequest, "invalid host");
+    };
+    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    r.headers_mut().insert(header::LOCATION, location);
+    r
+}
+
+fn plain_response(text: String) -> Response<RespBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
 }
 
 fn metrics_response(text: String) -> Response<RespBody> {

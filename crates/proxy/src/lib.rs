@@ -7,13 +7,15 @@
 //! the snapshot they started with, new requests see the new one, none is dropped.
 
 mod balance;
+pub mod certs;
 mod forward;
 pub mod health;
 pub mod metrics;
 mod snapshot;
 
 pub use balance::Balancer;
-pub use forward::{MetricsSource, Proxy, Scheme};
+pub use certs::{CertEntry, CertTable, SniResolver};
+pub use forward::{ChallengeSource, MetricsSource, Proxy, Scheme};
 pub use health::HealthCheck;
 pub use metrics::RouteStats;
 pub use snapshot::{Endpoint, HeaderRules, PathMatch, Route, RouteTable, Upstream};

@@ -165,6 +165,10 @@ pub struct Route {
     pub max_body: u64,
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
+    /// Serve this route on plain HTTP too, instead of redirecting to HTTPS.
+    pub allow_http: bool,
+    /// Speak HTTP/2 over cleartext (prior knowledge) to the upstreams.
+    pub h2c: bool,
     /// Counters of the route; the same `Arc` across snapshots keeps them.
     pub stats: Arc<crate::metrics::RouteStats>,
 }
@@ -224,7 +228,7 @@ impl RouteTable {
 }
 
 /// `host:port` → `host`; `[::1]:8080` → `::1`.
-fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split_once(']').map(|(h, _)| h).unwrap_or(host);
     }
@@ -249,6 +253,8 @@ mod tests {
             max_body: 1024,
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
+            allow_http: false,
+            h2c: false,
             stats: Default::default(),
         }
     }

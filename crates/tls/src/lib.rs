@@ -186,6 +186,21 @@ pub fn server_config(policy: TlsPolicy, ck: CertifiedKey) -> Result<Arc<ServerCo
     Ok(Arc::new(cfg))
 }
 
+/// A rustls server configuration for `policy` whose certificate `resolver` picks per
+/// handshake (SNI), offering HTTP/2 and HTTP/1.1 through ALPN.
+pub fn server_config_with_resolver(
+    policy: TlsPolicy,
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(policy.versions())?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Parses PEM certificates (for clients that pin the internal CA).
 pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let certs: std::result::Result<Vec<_>, _> =

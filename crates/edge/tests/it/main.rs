@@ -64,6 +64,8 @@ fn spec(host: &str, path: &str, to: &[SocketAddr], listener: Listener) -> RouteS
         request_headers: Default::default(),
         response_headers: Default::default(),
         health: None,
+        allow_http: false,
+        upstream_protocol: Default::default(),
     }
 }
 

@@ -8,9 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy::{
-    Balancer, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable, Scheme, Upstream,
-};
+use proxy::{Balancer, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable, Upstream};
 use tokio::net::TcpListener;
 
 /// An upstream that answers `{"upstream": NAME, "path": ..., "headers": {...}}`, or sleeps
@@ -87,6 +85,8 @@ pub fn route(id: &str, host: &str, path: PathMatch, eps: Vec<Arc<Endpoint>>, b: 
         max_body: 1024 * 1024,
         request_headers: HeaderRules::default(),
         response_headers: HeaderRules::default(),
+        allow_http: false,
+        h2c: false,
         stats: Default::default(),
     }
 }
@@ -100,14 +100,18 @@ pub struct Edge {
 
 impl Edge {
     pub async fn start(routes: Vec<Route>) -> Edge {
-        let proxy = Proxy::new(RouteTable::new(routes));
+        Edge::start_with(Proxy::new(RouteTable::new(routes)), None).await
+    }
+
+    /// Serves `proxy` on a loopback port, with TLS when `tls` is given.
+    pub async fn start_with(proxy: Arc<Proxy>, tls: Option<Arc<rustls::ServerConfig>>) -> Edge {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(
             proxy
                 .clone()
-                .serve(listener, Scheme::Http, rx, Duration::from_secs(5)),
+                .serve(listener, tls, rx, Duration::from_secs(5)),
         );
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();

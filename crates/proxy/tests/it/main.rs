@@ -2,5 +2,6 @@
 //! retries, ejection, limits, timeouts, and snapshot swaps under load with zero failures.
 
 mod harness;
+mod protocols;
 mod routing;
 mod swaps;
