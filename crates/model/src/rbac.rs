@@ -72,6 +72,8 @@ pub enum Resource {
     Secret,
     SecretRequest,
     Route,
+    Certificate,
+    Replica,
     System,
 }
 
@@ -88,6 +90,8 @@ impl Resource {
             Resource::Secret => "secret",
             Resource::SecretRequest => "secret-request",
             Resource::Route => "route",
+            Resource::Certificate => "certificate",
+            Resource::Replica => "replica",
             Resource::System => "system",
         }
     }
@@ -172,6 +176,22 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     (Route, Read, &[Admin, Operator, Developer, Viewer, Auditor]),
     (Route, Create, &[Admin, Operator, Developer]),
     (Route, Delete, &[Admin, Operator, Developer]),
+    (
+        Certificate,
+        Read,
+        &[Admin, Operator, Developer, Viewer, Auditor],
+    ),
+    (Certificate, Create, &[Admin, Operator]),
+    (Certificate, Update, &[Admin, Operator]),
+    (Certificate, Delete, &[Admin, Operator]),
+    (
+        Replica,
+        Read,
+        &[Admin, Operator, Developer, Viewer, Auditor],
+    ),
+    (Replica, Create, &[Admin, Operator]),
+    (Replica, Update, &[Admin, Operator]),
+    (Replica, Delete, &[Admin, Operator]),
     (System, Update, &[Admin]),
 ];
 

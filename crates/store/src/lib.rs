@@ -10,6 +10,7 @@
 //! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
 
 pub mod audit;
+pub mod certs;
 pub mod keyring;
 mod principals;
 mod routes;

@@ -51,14 +51,14 @@ impl Store {
             )));
         }
         let owner =
-            sqlx::query("SELECT tenant FROM routes WHERE host = $1 AND tenant <> $2 LIMIT 1")
+            sqlx::query("SELECT tenant FROM routes WHERE host = $1 AND tenant <> $2 UNION ALL SELECT tenant FROM certificate_domains WHERE domain = $1 AND tenant <> $2 LIMIT 1")
                 .bind(&spec.host)
                 .bind(tenant.as_str())
                 .fetch_optional(&mut *w.tx)
                 .await?;
         if owner.is_some() {
             return Err(StoreError::Conflict(format!(
-                "host {} is routed by another tenant",
+                "host {} belongs to another tenant",
                 spec.host
             )));
         }
@@ -188,7 +188,7 @@ impl Store {
     }
 }
 
-async fn bump(tx: &mut sqlx::Transaction<'static, sqlx::Any>, name: &str) -> Result<()> {
+pub(crate) async fn bump(tx: &mut sqlx::Transaction<'static, sqlx::Any>, name: &str) -> Result<()> {
     sqlx::query("UPDATE generations SET value = value + 1 WHERE name = $1")
         .bind(name)
         .execute(&mut **tx)

@@ -164,6 +164,48 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "INSERT INTO generations (name, value) VALUES ('routes', 0)",
         ],
     ),
+    (
+        4,
+        &[
+            // TLS certificates of the edge: public chain, key only as a keyring ciphertext.
+            "CREATE TABLE certificates (
+                scope TEXT NOT NULL,
+                name TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                domains TEXT NOT NULL,
+                source TEXT NOT NULL,
+                status TEXT NOT NULL,
+                status_message TEXT,
+                challenge TEXT,
+                chain_pem TEXT,
+                key_ciphertext TEXT,
+                not_before TEXT,
+                not_after TEXT,
+                fingerprint TEXT,
+                renew_at TEXT,
+                created_at TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (scope, name))",
+            // Which tenant holds a DNS name (a name belongs to one tenant).
+            "CREATE TABLE certificate_domains (
+                domain TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                name TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                PRIMARY KEY (domain, scope, name))",
+            "INSERT INTO generations (name, value) VALUES ('certificates', 0)",
+            // Replicas of services, registered by the runtime (or by hand).
+            "CREATE TABLE replicas (
+                scope TEXT NOT NULL,
+                service TEXT NOT NULL,
+                address TEXT NOT NULL,
+                state TEXT NOT NULL,
+                registered_at TEXT NOT NULL,
+                registered_by TEXT NOT NULL,
+                PRIMARY KEY (scope, service, address))",
+        ],
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.

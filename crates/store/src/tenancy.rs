@@ -258,6 +258,14 @@ impl Store {
                     "SELECT COUNT(*) AS n FROM routes WHERE scope = $1",
                 ),
                 (
+                    "certificates",
+                    "SELECT COUNT(*) AS n FROM certificates WHERE scope = $1",
+                ),
+                (
+                    "service replicas",
+                    "SELECT COUNT(*) AS n FROM replicas WHERE scope = $1",
+                ),
+                (
                     "open secret requests",
                     "SELECT COUNT(*) AS n FROM secret_requests WHERE scope = $1 AND state = 'open'",
                 ),

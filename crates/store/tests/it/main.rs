@@ -19,6 +19,7 @@ use store::{Actor, Engine, Store};
 use time::OffsetDateTime;
 
 mod audit;
+mod certs;
 mod principals;
 mod tenancy;
 
