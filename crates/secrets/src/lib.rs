@@ -6,13 +6,16 @@
 //!   └─ environment key  environment/acme/staging      versions wrapped by the root key
 //!        ├─ KMS key     kms/acme/staging/payments     versions wrapped by the environment key
 //!        │    └─ application data (encrypt, data keys)   gk1 ciphertexts held by applications
-//!        └─ secret key  secret/acme/staging/db        versions wrapped by the environment key
-//!             └─ secret versions                        gk1 ciphertexts in the store
+//!        ├─ secret key  secret/acme/staging/db        versions wrapped by the environment key
+//!        │    └─ secret versions                        gk1 ciphertexts in the store
+//!        └─ certificate key  certificate/acme/staging/api   wraps the TLS private key
+//! root key ── installation blobs (the ACME account key), wrapped directly
 //! ```
 //!
 //! This crate is the only place key material is unwrapped. It must never put plaintext or
 //! material in an error, a log line or an audit event, and it refuses everything while sealed.
 
+mod blobs;
 mod keyring;
 mod kms;
 mod rotation;

@@ -64,7 +64,9 @@ impl Rotator {
                     let (scope, name) = (&key.scope, &key.name);
                     kr.rewrap_secret(&actor, scope, name).await?;
                 }
-                KeyPurpose::Kms => {}
+                // New versions encrypt what comes next (a renewed certificate's key); older
+                // versions keep decrypting.
+                KeyPurpose::Kms | KeyPurpose::Certificate => {}
             }
             report.rotated.push(key.id);
         }

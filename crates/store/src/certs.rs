@@ -362,6 +362,47 @@ impl Store {
         .await
     }
 
+    /// The stored (root-wrapped) ACME account credentials for `directory`, if any.
+    pub async fn acme_account(&self, directory: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query("SELECT credentials FROM acme_accounts WHERE directory = $1")
+                .bind(directory)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("credentials"))
+                .transpose()?,
+        )
+    }
+
+    /// Stores the ACME account of `directory` (wrapped by the keyring), replacing any.
+    pub async fn save_acme_account(
+        &self,
+        actor: &Actor,
+        directory: &str,
+        wrapped: &str,
+    ) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("DELETE FROM acme_accounts WHERE directory = $1")
+            .bind(directory)
+            .execute(&mut *w.tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO acme_accounts (directory, credentials, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(directory)
+        .bind(wrapped)
+        .bind(ts(self.now()))
+        .execute(&mut *w.tx)
+        .await?;
+        let mut ev = NewEvent::success(
+            "acme.account-create",
+            "acme/account".into(),
+            Scope::Platform,
+        );
+        ev.detail = format!("directory={directory}");
+        w.commit(actor, ev).await
+    }
+
     /// Registers a replica of `service`; the edge routes to it within a poll interval.
     pub async fn register_replica(
         &self,

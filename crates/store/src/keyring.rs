@@ -23,6 +23,8 @@ pub enum KeyPurpose {
     Kms,
     /// The key of one secret.
     Secret,
+    /// The key that encrypts one TLS certificate's private key.
+    Certificate,
 }
 
 impl KeyPurpose {
@@ -31,6 +33,7 @@ impl KeyPurpose {
             KeyPurpose::Environment => "environment",
             KeyPurpose::Kms => "kms",
             KeyPurpose::Secret => "secret",
+            KeyPurpose::Certificate => "certificate",
         }
     }
     fn parse(s: &str) -> Result<KeyPurpose> {
@@ -38,6 +41,7 @@ impl KeyPurpose {
             "environment" => Ok(KeyPurpose::Environment),
             "kms" => Ok(KeyPurpose::Kms),
             "secret" => Ok(KeyPurpose::Secret),
+            "certificate" => Ok(KeyPurpose::Certificate),
             _ => Err(StoreError::Corrupt(format!("unknown key purpose {s:?}"))),
         }
     }

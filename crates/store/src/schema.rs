@@ -195,6 +195,11 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
                 tenant TEXT NOT NULL,
                 PRIMARY KEY (domain, scope, name))",
             "INSERT INTO generations (name, value) VALUES ('certificates', 0)",
+            // ACME accounts, one per directory; credentials wrapped by the root key.
+            "CREATE TABLE acme_accounts (
+                directory TEXT PRIMARY KEY,
+                credentials TEXT NOT NULL,
+                created_at TEXT NOT NULL)",
             // Replicas of services, registered by the runtime (or by hand).
             "CREATE TABLE replicas (
                 scope TEXT NOT NULL,

@@ -139,6 +139,33 @@ impl InternalCa {
 
     /// Issues a server certificate for `names` (DNS names or IP addresses), valid 90 days.
     pub fn issue_server(&self, names: &[String]) -> Result<CertifiedKey> {
+        let (cert, key) = self.sign_server(names, time::OffsetDateTime::now_utc())?;
+        Ok(CertifiedKey {
+            chain: vec![cert.der().clone(), self.cert.der().clone()],
+            key: PrivateKeyDer::try_from(key.serialize_der())
+                .map_err(|e| TlsError::Pem(e.to_string()))?,
+        })
+    }
+
+    /// Like `issue_server`, valid from `now`, as PEM: the chain (leaf, then this CA) and
+    /// the PKCS#8 key.
+    pub fn issue_server_pem(
+        &self,
+        names: &[String],
+        now: time::OffsetDateTime,
+    ) -> Result<(String, zeroize::Zeroizing<String>)> {
+        let (cert, key) = self.sign_server(names, now)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.pem),
+            zeroize::Zeroizing::new(key.serialize_pem()),
+        ))
+    }
+
+    fn sign_server(
+        &self,
+        names: &[String],
+        now: time::OffsetDateTime,
+    ) -> Result<(rcgen::Certificate, KeyPair)> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -156,15 +183,10 @@ impl InternalCa {
             .collect::<std::result::Result<_, rcgen::Error>>()?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(90);
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
-        Ok(CertifiedKey {
-            chain: vec![cert.der().clone(), self.cert.der().clone()],
-            key: PrivateKeyDer::try_from(key.serialize_der())
-                .map_err(|e| TlsError::Pem(e.to_string()))?,
-        })
+        Ok((cert, key))
     }
 }
 
