@@ -36,6 +36,10 @@ mod http01;
 mod solver;
 mod transport;
 
+/// Test support (pebble process harness); never used by production code paths.
+#[doc(hidden)]
+pub mod testkit;
+
 pub use cert::{chain_der, leaf_info, renewal_due, CertInfo, DEFAULT_RENEW_BEFORE};
 pub use client::{AccountCredentials, AcmeClient, Issued, Timeouts};
 pub use dns01::{BoxFuture, DnsProvider, WebhookDns};

@@ -57,6 +57,23 @@ impl From<secrets::SecretsError> for ApiError {
     }
 }
 
+impl From<certs::CertsError> for ApiError {
+    fn from(e: certs::CertsError) -> ApiError {
+        match e {
+            certs::CertsError::Store(s) => s.into(),
+            certs::CertsError::Keys(k) => k.into(),
+            e => {
+                let code = e.code();
+                if code == Code::Internal {
+                    tracing::error!(error = %e, "certificate failure");
+                    return ApiError::new(code, "certificate issuance failed; see the server log");
+                }
+                ApiError::new(code, e.to_string())
+            }
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let code = e.code();

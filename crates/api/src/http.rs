@@ -78,7 +78,17 @@ pub async fn read_secret_json<T: DeserializeOwned>(
     headers: &http::HeaderMap,
     body: Incoming,
 ) -> Result<T, ApiError> {
-    let bytes = read_body_up_to(headers, body, MAX_SECRET_BODY).await?;
+    read_sensitive_json(headers, body, MAX_SECRET_BODY).await
+}
+
+/// Reads a JSON body holding something sensitive (a secret, a private key), up to `limit`
+/// bytes: a parse error names the position, never the content.
+pub async fn read_sensitive_json<T: DeserializeOwned>(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_body_up_to(headers, body, limit).await?;
     check_json_type(headers, &bytes)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         let msg = e.to_string();

@@ -30,6 +30,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct State {
     pub store: Arc<store::Store>,
     pub keyring: Arc<secrets::Keyring>,
+    pub certs: Arc<certs::Certs>,
     pub started: Instant,
     pub limiter: auth::AuthLimiter,
 }

@@ -66,6 +66,16 @@ pub enum Op {
     CreateRoute,
     GetRoute,
     DeleteRoute,
+    ListCertificates,
+    AddCertificate,
+    IssueCertificate,
+    GetCertificate,
+    RenewCertificate,
+    DeleteCertificate,
+    ListReplicas,
+    RegisterReplica,
+    UpdateReplica,
+    DeregisterReplica,
 }
 
 pub struct Route {
@@ -145,6 +155,16 @@ routes! {
     "POST" "/v1/tenants/{tenant}/environments/{environment}/routes" => CreateRoute, "route.create", "Route a host and path to upstreams (takes effect at once)";
     "GET" "/v1/tenants/{tenant}/environments/{environment}/routes/{route}" => GetRoute, "route.read", "Show a route";
     "DELETE" "/v1/tenants/{tenant}/environments/{environment}/routes/{route}" => DeleteRoute, "route.delete", "Delete a route (takes effect at once)";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/certificates" => ListCertificates, "certificate.list", "TLS certificates of an environment (never their keys)";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/certificates" => AddCertificate, "certificate.create", "Add a certificate and its key (PEM); the key is encrypted at rest";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/certificates/issue" => IssueCertificate, "certificate.issue", "Have a certificate issued by the internal CA or through ACME";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/certificates/{certificate}" => GetCertificate, "certificate.read", "Show a certificate and its renewal status";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/certificates/{certificate}/renew" => RenewCertificate, "certificate.renew", "Renew an issued certificate now";
+    "DELETE" "/v1/tenants/{tenant}/environments/{environment}/certificates/{certificate}" => DeleteCertificate, "certificate.delete", "Delete a certificate (the edge stops serving it at once)";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas" => ListReplicas, "replica.list", "Replicas of a service";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas" => RegisterReplica, "replica.register", "Register a replica (the edge routes to it at once)";
+    "PUT" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas/{address}" => UpdateReplica, "replica.update", "Drain a replica (no new requests) or make it active again";
+    "DELETE" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas/{address}" => DeregisterReplica, "replica.deregister", "Deregister a replica (drained: in-flight requests finish)";
 }
 
 /// The query parameters an operation accepts; any other is refused with 400.

@@ -42,6 +42,10 @@ pub struct Config {
     pub seal: Option<secrets::SealSetup>,
     /// How often the rotation reconciler looks for due keys.
     pub rotation_interval: Duration,
+    /// Certificate issuance (ACME) and renewal settings.
+    pub certs: certs::CertsConfig,
+    /// How often the certificate renewer looks for due certificates.
+    pub renew_interval: Duration,
 }
 
 impl Config {
@@ -54,6 +58,8 @@ impl Config {
             tls_names: Vec::new(),
             seal: None,
             rotation_interval: Duration::from_secs(60),
+            certs: certs::CertsConfig::default(),
+            renew_interval: Duration::from_secs(60),
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct Running {
     pub store_description: String,
     /// The store, for the parts that run beside the API (the edge).
     pub store: Arc<store::Store>,
+    /// Certificate management, for the edge (decrypted certificates, HTTP-01 tokens).
+    pub certs: Arc<certs::Certs>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
     _lock: std::fs::File,
@@ -149,7 +157,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let store = Arc::new(store::Store::open(&url).await?);
 
-    let ca = tls::InternalCa::load_or_create(dir)?;
+    let ca = Arc::new(tls::InternalCa::load_or_create(dir)?);
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     if !config.api_addr.ip().is_unspecified() {
         names.push(config.api_addr.ip().to_string());
@@ -168,7 +176,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!("the root key is sealed by a key file in the data directory: fine for development; use --seal passphrase or --seal pkcs11 in production");
     }
     let clock: Arc<dyn model::clock::Clock> = Arc::new(model::clock::SystemClock);
-    let keyring = Arc::new(secrets::Keyring::open(store.clone(), seal, clock).await?);
+    let keyring = Arc::new(secrets::Keyring::open(store.clone(), seal, clock.clone()).await?);
+    let certs = certs::Certs::new(
+        store.clone(),
+        keyring.clone(),
+        ca.clone(),
+        clock,
+        config.certs.clone(),
+    );
+    let renewer = certs.clone().spawn_renewer(config.renew_interval);
     if keyring.is_sealed() {
         tracing::warn!(
             seal = keyring.seal_kind(),
@@ -202,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = Arc::new(State {
         store: store.clone(),
         keyring,
+        certs: certs.clone(),
         started: Instant::now(),
         limiter: auth::AuthLimiter::default(),
     });
@@ -209,12 +226,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let done = tokio::spawn(async move {
         accept_loop(listener, TlsAcceptor::from(tls_config), state, rx).await;
         rotator.abort();
+        renewer.abort();
     });
     Ok(Running {
         addr,
         admin_token,
         store_description: store.describe().to_string(),
         store: store.clone(),
+        certs,
         shutdown: tx,
         done,
         _lock: lock,

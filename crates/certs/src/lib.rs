@@ -122,6 +122,11 @@ impl Certs {
         self.issuer.tokens()
     }
 
+    /// Whether keys can be decrypted now (the server is not sealed).
+    pub fn can_decrypt(&self) -> bool {
+        !self.keyring.is_sealed()
+    }
+
     /// The internal CA (for clients that pin it).
     pub fn ca_pem(&self) -> &str {
         self.ca.pem()
@@ -266,6 +271,19 @@ impl Certs {
             }
         }
         Ok(out)
+    }
+
+    /// The certificate served to clients that send no SNI or a name no certificate covers:
+    /// issued in memory by the internal CA for `names`.
+    pub fn default_cert(&self, names: &[String]) -> Result<ServedCert> {
+        let ck = self.ca.issue_server(names)?;
+        Ok(ServedCert {
+            name: "default".into(),
+            domains: names.to_vec(),
+            chain: ck.chain,
+            key: ck.key,
+            not_after: (self.clock.now() + time::Duration::days(90)).unix_timestamp(),
+        })
     }
 
     /// Runs `tick` every `every` until the task is dropped.

@@ -105,6 +105,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Key(cmd) => crate::keys::run(&client, cmd).await,
         Command::Secret(cmd) => crate::secrets::run(&client, cmd).await,
         Command::Route(cmd) => crate::routes::run(&client, cmd).await,
+        Command::Cert(cmd) => crate::certs::run(&client, cmd).await,
+        Command::Replica(cmd) => crate::certs::run_replicas(&client, cmd).await,
     }
 }
 
@@ -434,9 +436,13 @@ async fn audit(c: &Client, cmd: AuditCmd) -> Result<(), CliError> {
             action,
             since,
             limit,
+            after,
             out,
         } => {
             let mut params = vec![format!("limit={limit}")];
+            if let Some(a) = after {
+                params.push(format!("after={a}"));
+            }
             if let Some(tn) = tenant {
                 params.push(format!("tenant={}", Name::parse(&tn)?));
             }

@@ -7,6 +7,7 @@
 //! file, never from an argument, and are printed only by `secret get`, `key decrypt` and
 //! `key generate-data-key`.
 
+mod certs;
 mod commands;
 mod input;
 mod keys;
@@ -147,6 +148,100 @@ pub enum Command {
     /// Routes of the edge (TENANT/ENV/NAME): host and path to upstreams or a service
     #[command(subcommand)]
     Route(RouteCmd),
+    /// TLS certificates of the edge (TENANT/ENV/NAME): added, or issued by the internal CA
+    /// or ACME and renewed automatically
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Replicas of a service (TENANT/ENV/SERVICE) that the edge routes `service:NAME` to
+    #[command(subcommand)]
+    Replica(ReplicaCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Add a certificate chain and its private key (PEM files); the key is encrypted at rest
+    Add {
+        /// TENANT/ENV/NAME
+        cert: String,
+        /// PEM chain, leaf first
+        #[arg(long = "cert")]
+        cert_file: PathBuf,
+        /// PEM private key
+        #[arg(long = "key")]
+        key_file: PathBuf,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Have a certificate issued: by the internal CA (at once) or through ACME (pending
+    /// until the order completes; follow it with `cert show`)
+    Issue {
+        /// TENANT/ENV/NAME
+        cert: String,
+        /// DNS name to cover (repeatable); `*.x` needs --challenge dns-01
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// `internal` or `acme`
+        #[arg(long, default_value = "internal")]
+        issuer: String,
+        /// ACME challenge: `http-01` or `dns-01`
+        #[arg(long, default_value = "http-01")]
+        challenge: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List the certificates of an environment (TENANT/ENV)
+    List {
+        env: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Show a certificate, its expiry and renewal status
+    Show {
+        cert: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Renew an issued certificate now
+    Renew {
+        cert: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Delete a certificate; the edge stops serving it within a second
+    Delete { cert: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicaCmd {
+    /// List the replicas of a service (TENANT/ENV/SERVICE)
+    List {
+        service: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Register a replica (IP:PORT); the edge routes to it within a second
+    Register {
+        service: String,
+        address: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Drain a replica: no new requests; in-flight ones finish
+    Drain {
+        service: String,
+        address: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Make a drained replica active again
+    Activate {
+        service: String,
+        address: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Deregister a replica (it is drained first)
+    Deregister { service: String, address: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,7 +341,15 @@ pub struct UpArgs {
     /// Store URL: postgres://USER@HOST/DB (default: SQLite in the data directory)
     #[arg(long, env = "GANTRY_STORE", hide_env_values = true)]
     pub store: Option<String>,
-    /// Public HTTP listener of the edge (`off` to disable)
+    /// Public HTTPS listener of the edge (`off` to disable)
+    #[arg(long, env = "GANTRY_HTTPS", default_value = "0.0.0.0:8443", value_parser = parse_listener)]
+    pub https: Listen,
+    /// TLS policy of the HTTPS listener: `modern` (TLS 1.3 only) or `compatible` (TLS 1.2+,
+    /// ECDHE with AEAD suites only)
+    #[arg(long, env = "GANTRY_HTTPS_POLICY", default_value = "compatible", value_parser = ["modern", "compatible"])]
+    pub https_policy: String,
+    /// Public HTTP listener of the edge: redirects to HTTPS (unless a route allows plain
+    /// HTTP) and answers ACME HTTP-01 challenges (`off` to disable)
     #[arg(long, env = "GANTRY_HTTP", default_value = "0.0.0.0:8080", value_parser = parse_listener)]
     pub http: Listen,
     /// Internal listener of the edge, for service-to-service traffic (`off` to disable)
@@ -282,6 +385,29 @@ pub struct UpArgs {
     /// How often key rotation schedules are checked, e.g. 60s
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rotation_check: std::time::Duration,
+    /// ACME directory URL for `cert issue --issuer acme`
+    /// (e.g. https://acme-v02.api.letsencrypt.org/directory)
+    #[arg(long, env = "GANTRY_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Contact email of the ACME account
+    #[arg(long, env = "GANTRY_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// Extra CA certificate (PEM file) trusted for the ACME directory's HTTPS
+    #[arg(long, env = "GANTRY_ACME_CA")]
+    pub acme_ca: Option<PathBuf>,
+    /// DNS-01 webhook base URL: Gantry POSTs {"host","value"} to URL/set-txt and
+    /// {"host"} to URL/clear-txt
+    #[arg(long, env = "GANTRY_ACME_DNS_WEBHOOK")]
+    pub acme_dns_webhook: Option<String>,
+    /// How often certificates are checked for renewal, e.g. 60s
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub renew_check: std::time::Duration,
+    /// Renew issued certificates this long before they expire, e.g. 30days
+    #[arg(long, default_value = "30days", value_parser = parse_duration)]
+    pub renew_before: std::time::Duration,
+    /// Wait this long after a failed issuance before trying again, e.g. 1h
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub renew_retry: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -464,6 +590,9 @@ pub enum AuditCmd {
         since: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Only events after this sequence number (to page through long lists)
+        #[arg(long)]
+        after: Option<i64>,
         #[command(flatten)]
         out: Out,
     },

@@ -1,19 +1,24 @@
-//! The edge's control side inside `gantry up` (and, later, `gantry edge`): it binds the
-//! listeners, and runs the reconciler that turns the routes in the store into routing
-//! snapshots for the data plane (`proxy`).
+//! The edge's control side inside `gantry up`: it binds the listeners (public HTTP and
+//! HTTPS, internal HTTP), and runs the reconciler that turns the routes, service replicas
+//! and certificates in the store into snapshots for the data plane (`proxy`).
 //!
-//! The reconciler polls the store's `routes` generation; when it moved, it reloads every
-//! route, builds new snapshots (reusing the live `Endpoint` of an address that stays, so
-//! in-flight counts and ejections carry over; draining the ones that leave) and swaps them.
-//! It must never block the data plane: a failed reload keeps the last good snapshot.
+//! The reconciler polls the store's `routes` and `certificates` generations; when one
+//! moved, it reloads that state, builds new snapshots (reusing the live `Endpoint` of an
+//! address that stays, so in-flight counts and ejections carry over; draining the ones
+//! that leave) and swaps them. It must never block the data plane: a failed reload keeps
+//! the last good snapshot (certificates cannot be loaded while sealed; they are retried).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use model::certs::{ReplicaInfo, ReplicaState};
 use model::routes::{BalancerKind, Listener, PathKind, RouteInfo, Target};
-use proxy::{Balancer, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable, Upstream};
+use proxy::{
+    Balancer, CertEntry, CertTable, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable,
+    SniResolver, Upstream,
+};
 use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,12 +32,19 @@ pub enum EdgeError {
     },
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("certificates: {0}")]
+    Certs(#[from] certs::CertsError),
 }
 
 /// Where the edge listens (`None`: that listener is off) and how often it polls.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     pub public_http: Option<SocketAddr>,
+    pub public_https: Option<SocketAddr>,
+    /// TLS policy of the HTTPS listener.
+    pub https_policy: tls::TlsPolicy,
     pub internal: Option<SocketAddr>,
     pub poll: Duration,
     /// JSON access logs (tracing target `gantry::access`), one line per routed request.
@@ -42,9 +54,11 @@ pub struct EdgeConfig {
 /// A running edge.
 pub struct RunningEdge {
     pub public_http: Option<SocketAddr>,
+    pub public_https: Option<SocketAddr>,
     pub internal: Option<SocketAddr>,
     pub public: Arc<Proxy>,
     pub internal_proxy: Arc<Proxy>,
+    pub certs: Arc<SniResolver>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -59,17 +73,39 @@ impl RunningEdge {
     }
 }
 
-/// Binds the listeners, loads the first snapshot and starts serving and reconciling.
-pub async fn start(store: Arc<Store>, cfg: EdgeConfig) -> Result<RunningEdge, EdgeError> {
+/// Binds the listeners, loads the first snapshots and starts serving and reconciling.
+pub async fn start(
+    store: Arc<Store>,
+    certs: Arc<certs::Certs>,
+    cfg: EdgeConfig,
+) -> Result<RunningEdge, EdgeError> {
     let mut rec = Reconciler::default();
     let routes = store.all_routes().await?;
-    let (public_table, internal_table) = rec.build(&routes);
+    let replicas = store.all_replicas().await?;
+    let (public_table, internal_table) = rec.build(&routes, &replicas);
     let public = Proxy::new(public_table);
     let internal_proxy = Proxy::new(internal_table);
     public.set_access_log(cfg.access_log);
     internal_proxy.set_access_log(cfg.access_log);
-    // Prometheus metrics of both listeners, on the internal one.
-    let (p, i) = (Arc::downgrade(&public), Arc::downgrade(&internal_proxy));
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Some(a) = cfg.public_https.filter(|a| !a.ip().is_unspecified()) {
+        names.push(a.ip().to_string());
+    }
+    let default = entry(certs.default_cert(&names)?);
+    let loaded = load_certs(&certs).await;
+    if !certs.can_decrypt() {
+        tracing::warn!("edge: sealed: serving the default certificate until `gantry unseal`");
+    }
+    let resolver = SniResolver::new(CertTable::new(
+        loaded.clone().unwrap_or_default(),
+        default.clone(),
+    ));
+    // Prometheus metrics of both listeners and the certificates, on the internal one.
+    let (p, i, r) = (
+        Arc::downgrade(&public),
+        Arc::downgrade(&internal_proxy),
+        Arc::downgrade(&resolver),
+    );
     internal_proxy.serve_metrics(Box::new(move || {
         let mut out = String::new();
         proxy::metrics::render_headers(&mut out);
@@ -78,36 +114,86 @@ pub async fn start(store: Arc<Store>, cfg: EdgeConfig) -> Result<RunningEdge, Ed
                 out.push_str(&proxy.metrics_text(name));
             }
         }
+        if let Some(r) = r.upgrade() {
+            proxy::metrics::render_certs(&mut out, &r.table());
+        }
         out
     }));
+    let tokens = certs.http01_tokens();
+    public.serve_acme_challenges(Box::new(move |token| tokens.get(token)));
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let public_http = listen(cfg.public_http, &public, &rx, &mut tasks).await?;
-    let internal = listen(cfg.internal, &internal_proxy, &rx, &mut tasks).await?;
-    let generation = store.generation("routes").await?;
+    let public_https = match cfg.public_https {
+        Some(addr) => {
+            let tls = tls::server_config_with_resolver(cfg.https_policy, resolver.clone())?;
+            listen(Some(addr), &public, Some(tls), &rx, &mut tasks).await?
+        }
+        None => None,
+    };
+    if let Some(a) = public_https {
+        public.redirect_to_https(a.port());
+    }
+    let public_http = listen(cfg.public_http, &public, None, &rx, &mut tasks).await?;
+    let internal = listen(cfg.internal, &internal_proxy, None, &rx, &mut tasks).await?;
+    let seen = Seen {
+        routes: store.generation("routes").await?,
+        certs: if loaded.is_some() {
+            store.generation("certificates").await?
+        } else {
+            -1
+        },
+    };
+    let snapshots = Snapshots {
+        public: public.clone(),
+        internal: internal_proxy.clone(),
+        certs: resolver.clone(),
+        default,
+    };
     tasks.push(tokio::spawn(reconcile_loop(
-        store,
-        rec,
-        generation,
-        public.clone(),
-        internal_proxy.clone(),
-        cfg.poll,
-        rx,
+        store, certs, rec, seen, snapshots, cfg.poll, rx,
     )));
     Ok(RunningEdge {
         public_http,
+        public_https,
         internal,
         public,
         internal_proxy,
+        certs: resolver,
         stop,
         tasks,
     })
+}
+
+fn entry(c: certs::ServedCert) -> Option<CertEntry> {
+    match CertEntry::new(c.name.clone(), c.domains, c.not_after, c.chain, &c.key) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(certificate = %c.name, error = %e, "cannot serve a certificate");
+            None
+        }
+    }
+}
+
+/// The certificates to serve, or `None` when they cannot be loaded now (sealed: said once,
+/// at start, and then silently retried until unsealed).
+async fn load_certs(certs: &certs::Certs) -> Option<Vec<CertEntry>> {
+    if !certs.can_decrypt() {
+        return None;
+    }
+    match certs.served().await {
+        Ok(list) => Some(list.into_iter().filter_map(entry).collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "edge: cannot load certificates yet; serving the default one");
+            None
+        }
+    }
 }
 
 /// Binds `addr` (if any) and serves `proxy` on it; returns the bound address.
 async fn listen(
     addr: Option<SocketAddr>,
     proxy: &Arc<Proxy>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Option<SocketAddr>, EdgeError> {
@@ -120,17 +206,31 @@ async fn listen(
         .map_err(|source| EdgeError::Bind { addr, source })?;
     let serve = proxy
         .clone()
-        .serve(l, None, stop.clone(), Duration::from_secs(10));
+        .serve(l, tls, stop.clone(), Duration::from_secs(10));
     tasks.push(tokio::spawn(serve));
     Ok(Some(local))
 }
 
-async fn reconcile_loop(
-    store: Arc<Store>,
-    mut rec: Reconciler,
-    mut seen: i64,
+/// The generations the current snapshots were built from (`-1`: not loaded yet).
+struct Seen {
+    routes: i64,
+    certs: i64,
+}
+
+/// Where new snapshots go.
+struct Snapshots {
     public: Arc<Proxy>,
     internal: Arc<Proxy>,
+    certs: Arc<SniResolver>,
+    default: Option<CertEntry>,
+}
+
+async fn reconcile_loop(
+    store: Arc<Store>,
+    certs: Arc<certs::Certs>,
+    mut rec: Reconciler,
+    mut seen: Seen,
+    to: Snapshots,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -140,31 +240,46 @@ async fn reconcile_loop(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let generation = match store.generation("routes").await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(error = %e, "edge: cannot read the routes generation; keeping the current snapshot");
-                continue;
+        match store.generation("routes").await {
+            Ok(g) if g != seen.routes => {
+                match (store.all_routes().await, store.all_replicas().await) {
+                    (Ok(routes), Ok(replicas)) => {
+                        let (p, i) = rec.build(&routes, &replicas);
+                        tracing::info!(
+                            generation = g,
+                            public = p.len(),
+                            internal = i.len(),
+                            "edge: swapped routing snapshot"
+                        );
+                        to.public.update(p);
+                        to.internal.update(i);
+                        seen.routes = g;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(error = %e, "edge: cannot load routes; keeping the current snapshot")
+                    }
+                }
             }
-        };
-        if generation == seen {
-            continue;
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "edge: cannot read the routes generation; keeping the current snapshot")
+            }
         }
-        match store.all_routes().await {
-            Ok(routes) => {
-                let (p, i) = rec.build(&routes);
-                tracing::info!(
-                    generation,
-                    public = p.len(),
-                    internal = i.len(),
-                    "edge: swapped routing snapshot"
-                );
-                public.update(p);
-                internal.update(i);
-                seen = generation;
+        match store.generation("certificates").await {
+            Ok(g) if g != seen.certs => {
+                if let Some(list) = load_certs(&certs).await {
+                    tracing::info!(
+                        generation = g,
+                        certificates = list.len(),
+                        "edge: swapped certificate snapshot"
+                    );
+                    to.certs.update(CertTable::new(list, to.default.clone()));
+                    seen.certs = g;
+                }
             }
+            Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "edge: cannot load routes; keeping the current snapshot")
+                tracing::warn!(error = %e, "edge: cannot read the certificates generation; keeping the current snapshot")
             }
         }
     }
@@ -180,17 +295,34 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// (public table, internal table) for `routes`; endpoints that are no longer routed
-    /// are drained.
-    pub fn build(&mut self, routes: &[RouteInfo]) -> (RouteTable, RouteTable) {
+    /// (public table, internal table) for `routes`, a service route's endpoints being the
+    /// active `replicas` of that service; endpoints that are no longer routed (or whose
+    /// replica is draining) are drained.
+    pub fn build(
+        &mut self,
+        routes: &[RouteInfo],
+        replicas: &[ReplicaInfo],
+    ) -> (RouteTable, RouteTable) {
+        let mut by_service: HashMap<&str, Vec<SocketAddr>> = HashMap::new();
+        for r in replicas.iter().filter(|r| r.state == ReplicaState::Active) {
+            if let Ok(a) = r.address.parse() {
+                by_service.entry(r.service.as_str()).or_default().push(a);
+            }
+        }
         let mut next: HashMap<(String, SocketAddr), Arc<Endpoint>> = HashMap::new();
         let mut next_stats: HashMap<String, Arc<proxy::RouteStats>> = HashMap::new();
         let (mut public, mut internal) = (Vec::new(), Vec::new());
         for r in routes {
             let addrs: Vec<SocketAddr> = match &r.spec.to {
                 Target::Upstream(a) => a.iter().filter_map(|s| s.parse().ok()).collect(),
-                // Services get their replicas from the runtime; until then, none.
-                Target::Service(_) => Vec::new(),
+                // `tenant/env/route` routes to `tenant/env/service`.
+                Target::Service(svc) => {
+                    let scope = r.name.rsplit_once('/').map(|(s, _)| s).unwrap_or("");
+                    by_service
+                        .get(format!("{scope}/{svc}").as_str())
+                        .cloned()
+                        .unwrap_or_default()
+                }
             };
             let check = r.spec.health.as_ref().map(|h| proxy::HealthCheck {
                 path: h.path.clone(),

@@ -69,14 +69,18 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     config.tls_names = up.tls_names.clone();
     config.rotation_interval = up.rotation_check;
     config.seal = Some(seal_setup(&up));
+    config.certs = certs_config(&up)?;
+    config.renew_interval = up.renew_check;
     let running = api::start(config).await?;
     let edge_config = edge::EdgeConfig {
         public_http: up.http.0,
+        public_https: up.https.0,
+        https_policy: tls::TlsPolicy::parse(&up.https_policy).unwrap_or(tls::TlsPolicy::Compatible),
         internal: up.internal.0,
         poll: std::time::Duration::from_millis(250),
         access_log: up.access_log == "on",
     };
-    let edge = edge::start(running.store.clone(), edge_config).await?;
+    let edge = edge::start(running.store.clone(), running.certs.clone(), edge_config).await?;
     if let Some(token) = &running.admin_token {
         // Printed once, on the very first start; also in <data>/admin.token (0600).
         println!(
@@ -89,6 +93,7 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
         |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     tracing::info!(
         api = %format!("https://{}", running.addr),
+        edge_https = %show(edge.public_https),
         edge_http = %show(edge.public_http),
         edge_internal = %show(edge.internal),
         store = %running.store_description,
@@ -101,6 +106,33 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     edge.shutdown().await;
     running.shutdown().await;
     Ok(())
+}
+
+/// Certificate settings from the flags (the ACME CA file is read here).
+fn certs_config(up: &UpArgs) -> anyhow::Result<certs::CertsConfig> {
+    let acme = match &up.acme_directory {
+        None => None,
+        Some(url) => {
+            let ca_pem = match &up.acme_ca {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("--acme-ca {}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            Some(certs::AcmeConfig {
+                directory_url: url.clone(),
+                ca_pem,
+                contact_email: up.acme_email.clone(),
+                dns_webhook: up.acme_dns_webhook.clone(),
+            })
+        }
+    };
+    Ok(certs::CertsConfig {
+        acme,
+        renew_before: up.renew_before,
+        retry_after: up.renew_retry,
+    })
 }
 
 /// Reads a secret from the environment and removes it, so no child process inherits it.

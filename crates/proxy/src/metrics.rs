@@ -90,8 +90,30 @@ pub fn render_headers(out: &mut String) {
             "gauge",
             "Open client connections.",
         ),
+        (
+            "gantry_edge_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+        ),
+        (
+            "gantry_edge_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When a served certificate expires (Unix time).",
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+}
+
+/// Writes the expiry of every certificate in `table`.
+pub fn render_certs(out: &mut String, table: &crate::CertTable) {
+    for e in table.entries() {
+        let _ = writeln!(
+            out,
+            "gantry_edge_certificate_expiry_timestamp_seconds{{certificate=\"{}\"}} {}",
+            label(&e.name),
+            e.not_after
+        );
     }
 }
 

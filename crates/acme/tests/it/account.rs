@@ -3,13 +3,13 @@
 
 use acme::{AccountCredentials, AcmeError, ChallengeSolver, Http01Tokens};
 
-use crate::harness::{pebble_or_skip, verify_issued};
+use crate::harness::{pebble_or_skip, serve_http01, verify_issued};
 
 #[tokio::test]
 async fn credentials_round_trip_and_restored_account_issues() {
     let mut pebble = pebble_or_skip!();
     let tokens = Http01Tokens::new();
-    pebble.serve_http01(tokens.clone()).await;
+    serve_http01(&mut pebble, tokens.clone()).await;
 
     let mut first = pebble.acme_client();
     let credentials = first

@@ -2,16 +2,17 @@
 
 use std::time::{Duration, Instant};
 
+use acme::testkit::test_timeouts;
 use acme::{AcmeClient, AcmeError, ChallengeSolver, Http01Tokens, WebhookDns};
 
-use crate::harness::{pebble_or_skip, test_timeouts};
+use crate::harness::{pebble_or_skip, serve_http01};
 
 #[tokio::test]
 async fn unserved_http01_token_fails_with_the_ca_problem_not_a_hang() {
     let mut pebble = pebble_or_skip!();
     // The listener serves an empty map; the solver publishes into another one,
     // so pebble's VA gets a 404 for the token.
-    pebble.serve_http01(Http01Tokens::new()).await;
+    serve_http01(&mut pebble, Http01Tokens::new()).await;
     let unserved = Http01Tokens::new();
 
     let mut client = pebble.acme_client();

@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use acme::{ChallengeSolver, Http01Tokens};
 
-use crate::harness::{pebble_or_skip, verify_issued};
+use crate::harness::{pebble_or_skip, serve_http01, verify_issued};
 
 #[tokio::test]
 async fn http01_issues_a_certificate_that_verifies() {
     let mut pebble = pebble_or_skip!();
     let tokens = Http01Tokens::new();
-    pebble.serve_http01(tokens.clone()).await;
+    serve_http01(&mut pebble, tokens.clone()).await;
 
     let mut client = pebble.acme_client();
     let _credentials = client

@@ -13,6 +13,7 @@ use model::types::{
 };
 use model::{Code, Name, PrincipalName, Role, Scope};
 
+mod edge_ops;
 mod key_ops;
 mod route_ops;
 mod secret_ops;
@@ -45,6 +46,7 @@ async fn env_target(ctx: &Ctx<'_>, params: &[&str], op: Op) -> Result<Scope, Api
     let (resource, action) = key_ops::permission(op)
         .or_else(|| secret_ops::permission(op))
         .or_else(|| route_ops::permission(op))
+        .or_else(|| edge_ops::permission(op))
         .ok_or_else(|| ApiError::new(Code::Internal, "operation without a permission"))?;
     ctx.allow(resource, action, &scope).await?;
     ctx.state.store.environment(&t, &e).await?;
@@ -394,6 +396,7 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
             ok(&st.store.audit_verify().await?)
         }
         op if route_ops::permission(op).is_some() => route_ops::call(ctx, op, params, req).await,
+        op if edge_ops::permission(op).is_some() => edge_ops::call(ctx, op, params, req).await,
         _ => Err(ApiError::new(Code::Internal, "operation without a handler")),
     }
 }

@@ -468,6 +468,117 @@ async fn key_and_secret_cases(s: &Server, i: usize, t: &str, v: &mut Vec<Case>) 
         Update,
     ));
     route_cases(s, i, t, &base, &env, v).await;
+    edge_cases(s, i, t, &base, &env, v).await;
+}
+
+/// Cases of the certificate and replica endpoints in `t/staging`.
+async fn edge_cases(s: &Server, i: usize, t: &str, base: &str, env: &Scope, v: &mut Vec<Case>) {
+    let c = |method, path: String, body, res, act| Case {
+        method,
+        path,
+        body,
+        rule: Rule::Table(res, act, env.clone()),
+    };
+    let issue = |n: String, d: String| json!({"name": n, "domains": [d]});
+    if i == 0 {
+        s.ok(
+            "POST",
+            &format!("{base}/certificates/issue"),
+            Some(issue("c".into(), format!("c.{t}.test"))),
+        )
+        .await;
+        s.ok(
+            "POST",
+            &format!("{base}/services/svc/replicas"),
+            Some(json!({"address": "127.0.0.1:9"})),
+        )
+        .await;
+    }
+    s.ok(
+        "POST",
+        &format!("{base}/certificates/issue"),
+        Some(issue(format!("del-{i}"), format!("del{i}.{t}.test"))),
+    )
+    .await;
+    s.ok(
+        "POST",
+        &format!("{base}/services/svc/replicas"),
+        Some(json!({"address": format!("127.0.0.1:{}", 30000 + i)})),
+    )
+    .await;
+    use Action::{Create, Delete, Read, Update};
+    use Resource::{Certificate, Replica};
+    v.push(c(
+        "GET",
+        format!("{base}/certificates"),
+        None,
+        Certificate,
+        Read,
+    ));
+    v.push(c(
+        "GET",
+        format!("{base}/certificates/c"),
+        None,
+        Certificate,
+        Read,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/certificates/issue"),
+        Some(issue(format!("new-{i}"), format!("new{i}.{t}.test"))),
+        Certificate,
+        Create,
+    ));
+    // Authorization comes before the body is looked at: allowed roles get 400 here.
+    v.push(c(
+        "POST",
+        format!("{base}/certificates"),
+        Some(json!({"name": format!("up-{i}"), "cert_pem": "x", "key_pem": "y"})),
+        Certificate,
+        Create,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/certificates/c/renew"),
+        None,
+        Certificate,
+        Update,
+    ));
+    v.push(c(
+        "DELETE",
+        format!("{base}/certificates/del-{i}"),
+        None,
+        Certificate,
+        Delete,
+    ));
+    v.push(c(
+        "GET",
+        format!("{base}/services/svc/replicas"),
+        None,
+        Replica,
+        Read,
+    ));
+    v.push(c(
+        "POST",
+        format!("{base}/services/svc/replicas"),
+        Some(json!({"address": format!("127.0.0.1:{}", 20000 + i)})),
+        Replica,
+        Create,
+    ));
+    v.push(c(
+        "PUT",
+        format!("{base}/services/svc/replicas/127.0.0.1:9"),
+        Some(json!({"state": "draining"})),
+        Replica,
+        Update,
+    ));
+    v.push(c(
+        "DELETE",
+        format!("{base}/services/svc/replicas/127.0.0.1:{}", 30000 + i),
+        None,
+        Replica,
+        Delete,
+    ));
 }
 
 /// Cases of the route endpoints in `t/staging`; hosts are unique per case and tenant.

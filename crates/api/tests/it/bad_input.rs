@@ -619,3 +619,113 @@ async fn bad_routes_are_refused_with_the_reason() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn bad_certificates_and_replicas_are_refused_with_the_reason() {
+    let s = setup().await;
+    s.ok(
+        "POST",
+        "/v1/tenants/acme/environments",
+        Some(json!({"name": "staging", "kind": "staging"})),
+    )
+    .await;
+    let base = "/v1/tenants/acme/environments/staging";
+    let key = "-----BEGIN PRIVATE KEY-----\nTUlJQ2VxYXJlYWxseXNlY3JldGtleQ==\n-----END PRIVATE KEY-----\n";
+    for (path, body, status, needle) in [
+        (
+            "certificates",
+            json!({"name": "c", "cert_pem": "not pem", "key_pem": key}),
+            400,
+            "PEM certificate",
+        ),
+        (
+            "certificates/issue",
+            json!({"name": "c", "domains": []}),
+            400,
+            "domain",
+        ),
+        (
+            "certificates/issue",
+            json!({"name": "c", "domains": ["bad domain"]}),
+            400,
+            "domain",
+        ),
+        (
+            "certificates/issue",
+            json!({"name": "c", "domains": ["*.acme.test"], "issuer": "acme"}),
+            400,
+            "dns-01",
+        ),
+        (
+            "certificates/issue",
+            json!({"name": "c", "domains": ["a.acme.test"], "issuer": "acme", "challenge": "dns-01"}),
+            400,
+            "ACME is not configured",
+        ),
+        (
+            "services/svc/replicas",
+            json!({"address": "nowhere"}),
+            400,
+            "IP:PORT",
+        ),
+    ] {
+        let r = s
+            .admin("POST", &format!("{base}/{path}"), Some(body.clone()))
+            .await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        let m = r.body["error"]["message"].as_str().unwrap();
+        assert!(m.contains(needle), "{body}: {}", r.body);
+        // A private key sent in a body is never repeated back.
+        assert!(!m.contains("TUlJQ2VxYXJl"), "{m}");
+    }
+    // Malformed JSON around a key: the position, not the content.
+    let path = format!("{base}/certificates");
+    let req = s
+        .http
+        .post(format!("{}{path}", s.base))
+        .bearer_auth(&s.admin)
+        .header("content-type", "application/json")
+        .body("{\"key_pem\": \"TUlJQ2VxYXJl");
+    let r = s.check("POST", &path, req).await;
+    assert_eq!(r.status, 400);
+    assert!(!r.body.to_string().contains("TUlJQ2VxYXJl"), "{}", r.body);
+    for (method, path) in [
+        ("GET", "certificates/nope"),
+        ("POST", "certificates/nope/renew"),
+        ("DELETE", "certificates/nope"),
+        ("DELETE", "services/svc/replicas/127.0.0.1:1"),
+    ] {
+        let r = s.admin(method, &format!("{base}/{path}"), None).await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+    }
+    let r = s
+        .admin(
+            "PUT",
+            &format!("{base}/services/svc/replicas/127.0.0.1:1"),
+            Some(json!({"state": "sleeping"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = s
+        .admin(
+            "PUT",
+            &format!("{base}/services/svc/replicas/nope"),
+            Some(json!({"state": "draining"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    s.ok(
+        "POST",
+        &format!("{base}/services/svc/replicas"),
+        Some(json!({"address": "127.0.0.1:5000"})),
+    )
+    .await;
+    let r = s
+        .admin(
+            "POST",
+            &format!("{base}/services/svc/replicas"),
+            Some(json!({"address": "127.0.0.1:5000"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+}

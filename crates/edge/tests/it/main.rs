@@ -64,14 +64,18 @@ fn spec(host: &str, path: &str, to: &[SocketAddr], listener: Listener) -> RouteS
         request_headers: Default::default(),
         response_headers: Default::default(),
         health: None,
-        allow_http: false,
+        // These tests speak plain HTTP; the redirect has its own test.
+        allow_http: true,
         upstream_protocol: Default::default(),
     }
 }
 
+mod certs_and_replicas;
+
 struct Setup {
     _dir: tempfile::TempDir,
     store: Arc<Store>,
+    certs: Arc<certs::Certs>,
     edge: edge::RunningEdge,
     http: reqwest::Client,
 }
@@ -102,15 +106,39 @@ async fn setup() -> Setup {
     }
     let cfg = edge::EdgeConfig {
         public_http: Some("127.0.0.1:0".parse().unwrap()),
+        public_https: Some("127.0.0.1:0".parse().unwrap()),
+        https_policy: tls::TlsPolicy::Compatible,
         internal: Some("127.0.0.1:0".parse().unwrap()),
         poll: Duration::from_millis(20),
         access_log: true,
     };
-    let edge = edge::start(store.clone(), cfg).await.unwrap();
+    let keyring = Arc::new(
+        secrets::Keyring::open(
+            store.clone(),
+            secrets::SealSetup::File {
+                key_path: dir.path().join("seal.key"),
+            },
+            Arc::new(model::clock::SystemClock),
+        )
+        .await
+        .unwrap(),
+    );
+    let ca = Arc::new(tls::InternalCa::load_or_create(dir.path()).unwrap());
+    let certs = certs::Certs::new(
+        store.clone(),
+        keyring,
+        ca,
+        Arc::new(model::clock::SystemClock),
+        certs::CertsConfig::default(),
+    );
+    let edge = edge::start(store.clone(), certs.clone(), cfg)
+        .await
+        .unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     Setup {
         _dir: dir,
         store,
+        certs,
         edge,
         http,
     }

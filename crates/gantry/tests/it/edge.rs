@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{fails, ok, Gantry};
 
-struct Upstream(Child, u16);
+pub(crate) struct Upstream(Child, pub(crate) u16);
 
 impl Upstream {
-    fn start(dir: &std::path::Path, body: &str) -> Upstream {
+    pub(crate) fn start(dir: &std::path::Path, body: &str) -> Upstream {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("index.html"), body).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -52,7 +52,7 @@ impl Drop for Upstream {
 }
 
 /// GETs `http://{edge}{path}` with `host`; status and body.
-fn get(edge: &str, host: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(edge: &str, host: &str, path: &str) -> (u16, String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -110,6 +110,7 @@ fn routes_made_with_the_cli_reach_a_real_upstream() {
         &to,
         "--set-response-header",
         "x-served-by=gantry",
+        "--allow-http",
     ]));
     let body = until(&g.edge_http, "web.acme.test", "/", 200);
     assert_eq!(body, "hello from the upstream");

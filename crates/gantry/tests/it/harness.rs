@@ -14,7 +14,8 @@ pub struct Gantry {
     pub api: String,
     pub config: PathBuf,
     pub first_token: Option<String>,
-    /// The edge's public HTTP and internal listeners (`127.0.0.1:PORT`).
+    /// The edge's public HTTPS and HTTP and internal listeners (`127.0.0.1:PORT`).
+    pub edge_https: String,
     pub edge_http: String,
     pub edge_internal: String,
     /// Every line the server printed (stdout as `OUT ...`, stderr as `ERR ...`).
@@ -75,7 +76,7 @@ impl Gantry {
                 .arg("--log-format")
                 .arg("json")
                 // The edge on loopback ports the kernel picks (the ready line says which).
-                .args(["--http", "127.0.0.1:0", "--internal", "127.0.0.1:0"])
+                .args(["--https", "127.0.0.1:0", "--internal", "127.0.0.1:0"])
                 .args(extra_args)
                 .env_remove("GANTRY_STORE")
                 .env_remove("GANTRY_SEAL")
@@ -88,6 +89,10 @@ impl Gantry {
                 .stderr(Stdio::piped());
             if let Some(s) = &store {
                 cmd.arg("--store").arg(s);
+            }
+            // The HTTP listener on a port the kernel picks, unless the test names one.
+            if !extra_args.contains(&"--http") {
+                cmd.args(["--http", "127.0.0.1:0"]);
             }
             let mut child = cmd.spawn().expect("spawn gantry up");
             let stdout = child.stdout.take().unwrap();
@@ -116,7 +121,11 @@ impl Gantry {
                     let ready: serde_json::Value =
                         serde_json::from_str(l.trim_start_matches("ERR ")).unwrap_or_default();
                     let field = |k: &str| ready["fields"][k].as_str().unwrap_or("").to_string();
-                    let (edge_http, edge_internal) = (field("edge_http"), field("edge_internal"));
+                    let (edge_https, edge_http, edge_internal) = (
+                        field("edge_https"),
+                        field("edge_http"),
+                        field("edge_internal"),
+                    );
                     // stdout and stderr arrive on two threads: collect what stdout printed
                     // before the ready line (the first-start token).
                     while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
@@ -139,6 +148,7 @@ impl Gantry {
                         api: format!("https://127.0.0.1:{port}"),
                         config: data.parent().unwrap().join(format!("profile-{port}.json")),
                         first_token,
+                        edge_https,
                         edge_http,
                         edge_internal,
                         log,

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `gantry` binary started on loopback ports, driven by the real
 //! CLI (and, for load, by an HTTPS client), on both store engines.
 
+mod acme;
+mod certs;
 mod cli;
 mod crash;
 mod edge;

@@ -6,15 +6,23 @@ use std::process::{Command, Stdio};
 
 use crate::harness::Gantry;
 
-/// Runs `openssl s_client` with `args`; returns its combined output.
+/// Runs `openssl s_client` against the API with `args`; returns its combined output.
 fn s_client(g: &Gantry, args: &[&str]) -> String {
-    let host = g.api.trim_start_matches("https://");
+    s_client_at(
+        g.api.trim_start_matches("https://"),
+        &g.data.join("ca.pem"),
+        args,
+    )
+}
+
+/// Runs `openssl s_client` against `addr` trusting `ca`; returns its combined output.
+pub(crate) fn s_client_at(addr: &str, ca: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
         .arg("s_client")
         .arg("-connect")
-        .arg(host)
+        .arg(addr)
         .arg("-CAfile")
-        .arg(g.data.join("ca.pem"))
+        .arg(ca)
         .args(args)
         .stdin(Stdio::null())
         .output()
