@@ -62,6 +62,15 @@ impl Http01Tokens {
         self.get(token)
     }
 
+    /// Every pending token and its key authorization (for edges that answer challenges
+    /// from a copy of this map).
+    pub fn entries(&self) -> Vec<(String, String)> {
+        self.read()
+            .iter()
+            .map(|(t, e)| (t.clone(), e.key_authorization.clone()))
+            .collect()
+    }
+
     /// Number of pending tokens.
     pub fn len(&self) -> usize {
         self.read().len()

@@ -87,6 +87,8 @@ fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
         ListReplicas => (None, 200, Some(list_of("ReplicaInfo"))),
         RegisterReplica => (Some(r("RegisterReplica")), 201, Some(r("ReplicaInfo"))),
         UpdateReplica => (Some(r("UpdateReplica")), 200, Some(r("ReplicaInfo"))),
+        EdgeGenerations => (None, 200, Some(r("EdgeGenerations"))),
+        EdgeSnapshot => (None, 200, Some(r("EdgeSnapshot"))),
     }
 }
 
@@ -196,6 +198,13 @@ fn schemas() -> Value {
             "fingerprint": { "type": ["string", "null"] }, "renew_at": time_or_null,
             "challenge": { "type": ["string", "null"], "enum": ["http-01", "dns-01", null] },
             "warnings": { "type": "array", "items": text }, "created_at": time, "created_by": text, "updated_at": time })),
+        "EdgeGenerations": obj(&["routes", "certificates", "acme_http01"], json!({ "routes": int, "certificates": int,
+            "acme_http01": { "type": "object", "additionalProperties": { "type": "string" } } })),
+        "EdgeSnapshot": obj(&["generations", "routes", "replicas", "certificates"], json!({ "generations": r("EdgeGenerations"),
+            "routes": { "type": "array", "items": r("RouteInfo") }, "replicas": { "type": "array", "items": r("ReplicaInfo") },
+            "certificates": { "type": ["array", "null"], "items": obj(&["name", "domains", "chain_pem", "key_pem", "not_after"], json!({
+                "name": text, "domains": { "type": "array", "items": text }, "chain_pem": text,
+                "key_pem": { "type": "string", "description": "private key, PEM" }, "not_after": int })) } })),
         "RegisterReplica": obj(&["address"], json!({ "address": { "type": "string", "description": "IP:PORT" }, "state": { "type": "string", "enum": ["active", "draining"] } })),
         "UpdateReplica": obj(&["state"], json!({ "state": { "type": "string", "enum": ["active", "draining"] } })),
         "ReplicaInfo": obj(&["service", "address", "state", "registered_at", "registered_by"], json!({ "service": text, "address": text,

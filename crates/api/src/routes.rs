@@ -76,6 +76,8 @@ pub enum Op {
     RegisterReplica,
     UpdateReplica,
     DeregisterReplica,
+    EdgeGenerations,
+    EdgeSnapshot,
 }
 
 pub struct Route {
@@ -165,6 +167,8 @@ routes! {
     "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas" => RegisterReplica, "replica.register", "Register a replica (the edge routes to it at once)";
     "PUT" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas/{address}" => UpdateReplica, "replica.update", "Drain a replica (no new requests) or make it active again";
     "DELETE" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas/{address}" => DeregisterReplica, "replica.deregister", "Deregister a replica (drained: in-flight requests finish)";
+    "GET" "/v1/edge/generations" => EdgeGenerations, "edge.generations", "What a remote edge polls: the generations of its state and pending ACME HTTP-01 answers";
+    "GET" "/v1/edge/snapshot" => EdgeSnapshot, "edge.snapshot", "Everything an edge serves, private keys included (audited)";
 }
 
 /// The query parameters an operation accepts; any other is refused with 400.

@@ -237,9 +237,25 @@ impl Certs {
         self.show(scope, name).await
     }
 
-    /// Every active certificate, decrypted and parsed, for the edge. A certificate that
-    /// cannot be decrypted or parsed is skipped with a warning (the others still serve).
+    /// Every certificate with material, decrypted and parsed, for the edge. A certificate
+    /// that cannot be decrypted or parsed is skipped with a warning (the others still serve).
     pub async fn served(&self) -> Result<Vec<ServedCert>> {
+        Ok(self
+            .served_pem()
+            .await?
+            .iter()
+            .filter_map(|c| match ServedCert::from_pem(c) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(certificate = %c.name, error = %e, "cannot load a certificate; not serving it");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Like `served`, as PEM (chain and decrypted key), for remote edges.
+    pub async fn served_pem(&self) -> Result<Vec<model::certs::EdgeCert>> {
         if self.keyring.is_sealed() {
             return Err(CertsError::Keys(secrets::SecretsError::Sealed));
         }
@@ -247,7 +263,7 @@ impl Certs {
         for rec in self.store.all_certs().await? {
             let Some(m) = &rec.material else { continue };
             let id = format!("{}/{}", rec.scope, rec.name);
-            let key = match self
+            let key = self
                 .keyring
                 .open_resource(
                     KeyPurpose::Certificate,
@@ -256,19 +272,25 @@ impl Certs {
                     &m.key_ciphertext,
                 )
                 .await
-            {
+                .map_err(CertsError::from)
+                .and_then(|k| {
+                    String::from_utf8(k.to_vec())
+                        .map_err(|_| CertsError::Invalid("stored key is corrupt".into()))
+                });
+            let key = match key {
                 Ok(k) => k,
                 Err(e) => {
                     tracing::warn!(certificate = %id, error = %e, "cannot decrypt a certificate's key; not serving it");
                     continue;
                 }
             };
-            match material::served(&id, &rec.domains, &m.chain_pem, &key, m.not_after) {
-                Ok(c) => out.push(c),
-                Err(e) => {
-                    tracing::warn!(certificate = %id, error = %e, "cannot load a certificate; not serving it")
-                }
-            }
+            out.push(model::certs::EdgeCert {
+                name: id,
+                domains: rec.domains.clone(),
+                chain_pem: m.chain_pem.clone(),
+                key_pem: key,
+                not_after: m.not_after.unix_timestamp(),
+            });
         }
         Ok(out)
     }

@@ -107,24 +107,19 @@ pub(crate) fn parse(cert_pem: &str, key_pem: &str, now: OffsetDateTime) -> Resul
     })
 }
 
-/// What the edge serves of stored material.
-pub(crate) fn served(
-    name: &str,
-    domains: &[String],
-    chain_pem: &str,
-    key_pem: &[u8],
-    not_after: OffsetDateTime,
-) -> Result<ServedCert> {
-    let chain = acme::chain_der(chain_pem).map_err(|_| invalid("stored chain is corrupt"))?;
-    let key_pem = std::str::from_utf8(key_pem).map_err(|_| invalid("stored key is corrupt"))?;
-    let key = parse_key(key_pem)?;
-    Ok(ServedCert {
-        name: name.to_string(),
-        domains: domains.to_vec(),
-        chain,
-        key,
-        not_after: not_after.unix_timestamp(),
-    })
+impl ServedCert {
+    /// Parses a certificate as the control plane hands it to edges.
+    pub fn from_pem(c: &model::certs::EdgeCert) -> Result<ServedCert> {
+        let chain = acme::chain_der(&c.chain_pem).map_err(|_| invalid("the chain is not PEM"))?;
+        let key = parse_key(&c.key_pem)?;
+        Ok(ServedCert {
+            name: c.name.clone(),
+            domains: c.domains.clone(),
+            chain,
+            key,
+            not_after: c.not_after,
+        })
+    }
 }
 
 fn der_to_pem(der: &CertificateDer<'_>) -> String {

@@ -40,6 +40,11 @@ pub fn parse_ttl(s: &str) -> Result<u64, CliError> {
 }
 
 /// Runs a client command (everything but `up`).
+/// Where `global` (flags, env, then the saved profile) says the control plane is.
+pub fn endpoint(global: &crate::Global) -> Result<client::Endpoint, CliError> {
+    Profile::load()?.resolve(global)
+}
+
 pub async fn run(args: Args) -> Result<(), CliError> {
     let profile = Profile::load()?;
     if let Command::Login(_) = args.command {
@@ -61,9 +66,11 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     }
     let client = Client::new(&profile.resolve(&args.global)?)?;
     match args.command {
-        Command::Up(_) | Command::Login(_) | Command::SealStatus(_) | Command::Unseal(_) => {
-            Err(CliError::usage("internal: not a client command"))
-        }
+        Command::Up(_)
+        | Command::Edge(_)
+        | Command::Login(_)
+        | Command::SealStatus(_)
+        | Command::Unseal(_) => Err(CliError::usage("internal: not a client command")),
         Command::Status(out) => {
             let s: Status = client.get("/v1/status").await?;
             let c = &s.counts;

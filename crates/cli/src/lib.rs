@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
-pub use commands::run;
+pub use commands::{endpoint, run};
 pub use profile::Profile;
 
 /// A CLI failure: a one-line reason and the process exit code.
@@ -108,6 +108,9 @@ pub struct Out {
 pub enum Command {
     /// Run the control plane on embedded defaults (SQLite and files in --data)
     Up(UpArgs),
+    /// Run the edge alone against a remote control plane (a second edge machine); the
+    /// token needs `edge-config read-value` on the platform (an operator or admin)
+    Edge(EdgeArgs),
     /// Save the server, token and CA in the CLI profile (mode 0600)
     Login(LoginArgs),
     /// Show the server's version, store, uptime and counts
@@ -341,23 +344,8 @@ pub struct UpArgs {
     /// Store URL: postgres://USER@HOST/DB (default: SQLite in the data directory)
     #[arg(long, env = "GANTRY_STORE", hide_env_values = true)]
     pub store: Option<String>,
-    /// Public HTTPS listener of the edge (`off` to disable)
-    #[arg(long, env = "GANTRY_HTTPS", default_value = "0.0.0.0:8443", value_parser = parse_listener)]
-    pub https: Listen,
-    /// TLS policy of the HTTPS listener: `modern` (TLS 1.3 only) or `compatible` (TLS 1.2+,
-    /// ECDHE with AEAD suites only)
-    #[arg(long, env = "GANTRY_HTTPS_POLICY", default_value = "compatible", value_parser = ["modern", "compatible"])]
-    pub https_policy: String,
-    /// Public HTTP listener of the edge: redirects to HTTPS (unless a route allows plain
-    /// HTTP) and answers ACME HTTP-01 challenges (`off` to disable)
-    #[arg(long, env = "GANTRY_HTTP", default_value = "0.0.0.0:8080", value_parser = parse_listener)]
-    pub http: Listen,
-    /// Internal listener of the edge, for service-to-service traffic (`off` to disable)
-    #[arg(long, env = "GANTRY_INTERNAL", default_value = "127.0.0.1:8081", value_parser = parse_listener)]
-    pub internal: Listen,
-    /// JSON access log lines of the edge, one per routed request (`on` or `off`)
-    #[arg(long, env = "GANTRY_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
-    pub access_log: String,
+    #[command(flatten)]
+    pub edge: EdgeListen,
     /// Extra DNS name or IP address for the API certificate (repeatable)
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
@@ -408,6 +396,42 @@ pub struct UpArgs {
     /// Wait this long after a failed issuance before trying again, e.g. 1h
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub renew_retry: std::time::Duration,
+}
+
+/// The edge's listeners, for `gantry up` and `gantry edge`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct EdgeListen {
+    /// Public HTTPS listener of the edge (`off` to disable)
+    #[arg(long, env = "GANTRY_HTTPS", default_value = "0.0.0.0:8443", value_parser = parse_listener)]
+    pub https: Listen,
+    /// TLS policy of the HTTPS listener: `modern` (TLS 1.3 only) or `compatible` (TLS 1.2+,
+    /// ECDHE with AEAD suites only)
+    #[arg(long, env = "GANTRY_HTTPS_POLICY", default_value = "compatible", value_parser = ["modern", "compatible"])]
+    pub https_policy: String,
+    /// Public HTTP listener of the edge: redirects to HTTPS (unless a route allows plain
+    /// HTTP) and answers ACME HTTP-01 challenges (`off` to disable)
+    #[arg(long, env = "GANTRY_HTTP", default_value = "0.0.0.0:8080", value_parser = parse_listener)]
+    pub http: Listen,
+    /// Internal listener of the edge, for service-to-service traffic (`off` to disable)
+    #[arg(long, env = "GANTRY_INTERNAL", default_value = "127.0.0.1:8081", value_parser = parse_listener)]
+    pub internal: Listen,
+    /// JSON access log lines of the edge, one per routed request (`on` or `off`)
+    #[arg(long, env = "GANTRY_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
+    pub access_log: String,
+}
+
+/// `gantry edge`: the edge alone, serving what a control plane (`--server`, `--token`,
+/// `--ca`, or the saved profile) says.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct EdgeArgs {
+    #[command(flatten)]
+    pub listen: EdgeListen,
+    /// How often the control plane is asked whether anything changed, e.g. 1s
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll: std::time::Duration,
+    /// Log format
+    #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,8 +1,9 @@
-//! The edge's control side inside `gantry up`: it binds the listeners (public HTTP and
-//! HTTPS, internal HTTP), and runs the reconciler that turns the routes, service replicas
-//! and certificates in the store into snapshots for the data plane (`proxy`).
+//! The edge's control side, inside `gantry up` or alone as `gantry edge`: it binds the
+//! listeners (public HTTP and HTTPS, internal HTTP), and runs the reconciler that turns the
+//! routes, service replicas and certificates of a `Source` (this process's store, or a
+//! remote control plane's API) into snapshots for the data plane (`proxy`).
 //!
-//! The reconciler polls the store's `routes` and `certificates` generations; when one
+//! The reconciler polls the source's `routes` and `certificates` generations; when one
 //! moved, it reloads that state, builds new snapshots (reusing the live `Endpoint` of an
 //! address that stays, so in-flight counts and ejections carry over; draining the ones
 //! that leave) and swaps them. It must never block the data plane: a failed reload keeps
@@ -19,9 +20,12 @@ use proxy::{
     Balancer, CertEntry, CertTable, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable,
     SniResolver, Upstream,
 };
-use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub mod source;
+
+pub use source::{Local, Remote, Source, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -30,12 +34,10 @@ pub enum EdgeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
-    #[error("certificates: {0}")]
-    Certs(#[from] certs::CertsError),
+    #[error("edge state: {0}")]
+    Source(#[from] SourceError),
 }
 
 /// Where the edge listens (`None`: that listener is off) and how often it polls.
@@ -74,14 +76,11 @@ impl RunningEdge {
 }
 
 /// Binds the listeners, loads the first snapshots and starts serving and reconciling.
-pub async fn start(
-    store: Arc<Store>,
-    certs: Arc<certs::Certs>,
-    cfg: EdgeConfig,
-) -> Result<RunningEdge, EdgeError> {
+pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEdge, EdgeError> {
     let mut rec = Reconciler::default();
-    let routes = store.all_routes().await?;
-    let replicas = store.all_replicas().await?;
+    let generations = source.generations().await?;
+    let first = source.load(true, true).await?;
+    let (routes, replicas) = first.routes.unwrap_or_default();
     let (public_table, internal_table) = rec.build(&routes, &replicas);
     let public = Proxy::new(public_table);
     let internal_proxy = Proxy::new(internal_table);
@@ -91,10 +90,10 @@ pub async fn start(
     if let Some(a) = cfg.public_https.filter(|a| !a.ip().is_unspecified()) {
         names.push(a.ip().to_string());
     }
-    let default = entry(certs.default_cert(&names)?);
-    let loaded = load_certs(&certs).await;
-    if !certs.can_decrypt() {
-        tracing::warn!("edge: sealed: serving the default certificate until `gantry unseal`");
+    let default = entry(source.default_cert(&names)?);
+    let loaded = first.certificates.map(entries);
+    if loaded.is_none() {
+        tracing::warn!("edge: certificates cannot be loaded yet (sealed); serving the default one");
     }
     let resolver = SniResolver::new(CertTable::new(
         loaded.clone().unwrap_or_default(),
@@ -119,8 +118,8 @@ pub async fn start(
         }
         out
     }));
-    let tokens = certs.http01_tokens();
-    public.serve_acme_challenges(Box::new(move |token| tokens.get(token)));
+    let challenges = source.clone();
+    public.serve_acme_challenges(Box::new(move |token| challenges.challenge(token)));
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let public_https = match cfg.public_https {
@@ -136,9 +135,9 @@ pub async fn start(
     let public_http = listen(cfg.public_http, &public, None, &rx, &mut tasks).await?;
     let internal = listen(cfg.internal, &internal_proxy, None, &rx, &mut tasks).await?;
     let seen = Seen {
-        routes: store.generation("routes").await?,
+        routes: generations.routes,
         certs: if loaded.is_some() {
-            store.generation("certificates").await?
+            generations.certificates
         } else {
             -1
         },
@@ -150,7 +149,7 @@ pub async fn start(
         default,
     };
     tasks.push(tokio::spawn(reconcile_loop(
-        store, certs, rec, seen, snapshots, cfg.poll, rx,
+        source, rec, seen, snapshots, cfg.poll, rx,
     )));
     Ok(RunningEdge {
         public_http,
@@ -174,19 +173,8 @@ fn entry(c: certs::ServedCert) -> Option<CertEntry> {
     }
 }
 
-/// The certificates to serve, or `None` when they cannot be loaded now (sealed: said once,
-/// at start, and then silently retried until unsealed).
-async fn load_certs(certs: &certs::Certs) -> Option<Vec<CertEntry>> {
-    if !certs.can_decrypt() {
-        return None;
-    }
-    match certs.served().await {
-        Ok(list) => Some(list.into_iter().filter_map(entry).collect()),
-        Err(e) => {
-            tracing::warn!(error = %e, "edge: cannot load certificates yet; serving the default one");
-            None
-        }
-    }
+fn entries(list: Vec<certs::ServedCert>) -> Vec<CertEntry> {
+    list.into_iter().filter_map(entry).collect()
 }
 
 /// Binds `addr` (if any) and serves `proxy` on it; returns the bound address.
@@ -226,8 +214,7 @@ struct Snapshots {
 }
 
 async fn reconcile_loop(
-    store: Arc<Store>,
-    certs: Arc<certs::Certs>,
+    source: Arc<dyn Source>,
     mut rec: Reconciler,
     mut seen: Seen,
     to: Snapshots,
@@ -235,52 +222,60 @@ async fn reconcile_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(poll);
+    // Said once per outage, not once per poll.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        match store.generation("routes").await {
-            Ok(g) if g != seen.routes => {
-                match (store.all_routes().await, store.all_replicas().await) {
-                    (Ok(routes), Ok(replicas)) => {
-                        let (p, i) = rec.build(&routes, &replicas);
-                        tracing::info!(
-                            generation = g,
-                            public = p.len(),
-                            internal = i.len(),
-                            "edge: swapped routing snapshot"
-                        );
-                        to.public.update(p);
-                        to.internal.update(i);
-                        seen.routes = g;
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        tracing::warn!(error = %e, "edge: cannot load routes; keeping the current snapshot")
-                    }
-                }
-            }
-            Ok(_) => {}
+        let g = match source.generations().await {
+            Ok(g) => g,
             Err(e) => {
-                tracing::warn!(error = %e, "edge: cannot read the routes generation; keeping the current snapshot")
+                if !failing {
+                    tracing::warn!(error = %e, "edge: cannot reach the desired state; keeping the current snapshots");
+                    failing = true;
+                }
+                continue;
             }
+        };
+        let (routes, certs) = (g.routes != seen.routes, g.certificates != seen.certs);
+        if !routes && !certs {
+            failing = false;
+            continue;
         }
-        match store.generation("certificates").await {
-            Ok(g) if g != seen.certs => {
-                if let Some(list) = load_certs(&certs).await {
-                    tracing::info!(
-                        generation = g,
-                        certificates = list.len(),
-                        "edge: swapped certificate snapshot"
-                    );
-                    to.certs.update(CertTable::new(list, to.default.clone()));
-                    seen.certs = g;
-                }
-            }
-            Ok(_) => {}
+        let loaded = match source.load(routes, certs).await {
+            Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "edge: cannot read the certificates generation; keeping the current snapshot")
+                if !failing {
+                    tracing::warn!(error = %e, "edge: cannot load the desired state; keeping the current snapshots");
+                    failing = true;
+                }
+                continue;
             }
+        };
+        failing = false;
+        if let Some((routes, replicas)) = loaded.routes {
+            let (p, i) = rec.build(&routes, &replicas);
+            tracing::info!(
+                generation = g.routes,
+                public = p.len(),
+                internal = i.len(),
+                "edge: swapped routing snapshot"
+            );
+            to.public.update(p);
+            to.internal.update(i);
+            seen.routes = g.routes;
+        }
+        if let Some(list) = loaded.certificates {
+            let list = entries(list);
+            tracing::info!(
+                generation = g.certificates,
+                certificates = list.len(),
+                "edge: swapped certificate snapshot"
+            );
+            to.certs.update(CertTable::new(list, to.default.clone()));
+            seen.certs = g.certificates;
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Args, Command, LogFormat, SealKind, UpArgs};
+use cli::{Args, Command, EdgeArgs, EdgeListen, LogFormat, SealKind, UpArgs};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -25,6 +25,13 @@ fn main() -> ExitCode {
     };
     match args.command {
         Command::Up(ref up) => match rt.block_on(up_main(up.clone())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Edge(ref e) => match rt.block_on(edge_main(&args.global, e.clone())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -72,15 +79,12 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     config.certs = certs_config(&up)?;
     config.renew_interval = up.renew_check;
     let running = api::start(config).await?;
-    let edge_config = edge::EdgeConfig {
-        public_http: up.http.0,
-        public_https: up.https.0,
-        https_policy: tls::TlsPolicy::parse(&up.https_policy).unwrap_or(tls::TlsPolicy::Compatible),
-        internal: up.internal.0,
-        poll: std::time::Duration::from_millis(250),
-        access_log: up.access_log == "on",
-    };
-    let edge = edge::start(running.store.clone(), running.certs.clone(), edge_config).await?;
+    let edge_config = edge_config(&up.edge, std::time::Duration::from_millis(250));
+    let source = std::sync::Arc::new(edge::Local {
+        store: running.store.clone(),
+        certs: running.certs.clone(),
+    });
+    let edge = edge::start(source, edge_config).await?;
     if let Some(token) = &running.admin_token {
         // Printed once, on the very first start; also in <data>/admin.token (0600).
         println!(
@@ -106,6 +110,40 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     edge.shutdown().await;
     running.shutdown().await;
     Ok(())
+}
+
+/// `gantry edge`: the edge alone, its state from a remote control plane.
+async fn edge_main(global: &cli::Global, args: EdgeArgs) -> anyhow::Result<()> {
+    let _log_guard = init_logging(args.log_format);
+    let ep = cli::endpoint(global).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = ep.server.clone();
+    let client = client::Client::new(&ep)?;
+    let source = std::sync::Arc::new(edge::Remote::new(client));
+    let edge = edge::start(source, edge_config(&args.listen, args.poll)).await?;
+    let show =
+        |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    tracing::info!(
+        control_plane = %server,
+        edge_https = %show(edge.public_https),
+        edge_http = %show(edge.public_http),
+        edge_internal = %show(edge.internal),
+        "gantry edge is ready"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    edge.shutdown().await;
+    Ok(())
+}
+
+fn edge_config(l: &EdgeListen, poll: std::time::Duration) -> edge::EdgeConfig {
+    edge::EdgeConfig {
+        public_http: l.http.0,
+        public_https: l.https.0,
+        https_policy: tls::TlsPolicy::parse(&l.https_policy).unwrap_or(tls::TlsPolicy::Compatible),
+        internal: l.internal.0,
+        poll,
+        access_log: l.access_log == "on",
+    }
 }
 
 /// Certificate settings from the flags (the ACME CA file is read here).

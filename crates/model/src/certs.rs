@@ -227,6 +227,59 @@ pub fn validate_replica_address(a: &str) -> Result<std::net::SocketAddr, Invalid
         })
 }
 
+/// The generations of the edge's desired state, and the pending ACME HTTP-01 answers:
+/// what a remote edge polls (`GET /v1/edge/generations`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeGenerations {
+    pub routes: i64,
+    pub certificates: i64,
+    /// ACME HTTP-01 token -> key authorization, for orders in progress.
+    pub acme_http01: std::collections::BTreeMap<String, String>,
+}
+
+/// Everything an edge serves (`GET /v1/edge/snapshot`): routes, replicas and certificates
+/// with their private keys. Only for edges (it carries keys); never logged.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeSnapshot {
+    pub generations: EdgeGenerations,
+    pub routes: Vec<crate::routes::RouteInfo>,
+    pub replicas: Vec<ReplicaInfo>,
+    /// `None` while the control plane is sealed (keys cannot be decrypted).
+    pub certificates: Option<Vec<EdgeCert>>,
+}
+
+impl std::fmt::Debug for EdgeSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeSnapshot")
+            .field("generations", &self.generations)
+            .field("routes", &self.routes.len())
+            .field("replicas", &self.replicas.len())
+            .field("certificates", &self.certificates.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// A certificate as an edge receives it: chain and private key (PEM).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeCert {
+    /// `TENANT/ENV/NAME`
+    pub name: String,
+    pub domains: Vec<String>,
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for EdgeCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeCert")
+            .field("name", &self.name)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,8 @@ pub enum Resource {
     Route,
     Certificate,
     Replica,
+    /// The edge's whole configuration, private keys included (for remote edges).
+    EdgeConfig,
     System,
 }
 
@@ -92,6 +94,7 @@ impl Resource {
             Resource::Route => "route",
             Resource::Certificate => "certificate",
             Resource::Replica => "replica",
+            Resource::EdgeConfig => "edge-config",
             Resource::System => "system",
         }
     }
@@ -192,6 +195,7 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     (Replica, Create, &[Admin, Operator]),
     (Replica, Update, &[Admin, Operator]),
     (Replica, Delete, &[Admin, Operator]),
+    (EdgeConfig, ReadValue, &[Admin, Operator]),
     (System, Update, &[Admin]),
 ];
 

@@ -190,6 +190,22 @@ impl InternalCa {
     }
 }
 
+/// A self-signed server certificate for `names`, valid 90 days (for an edge that has no CA
+/// of its own: what it serves to clients whose SNI no certificate covers).
+pub fn self_signed(names: &[String]) -> Result<CertifiedKey> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(90);
+    let cert = params.self_signed(&key)?;
+    Ok(CertifiedKey {
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| TlsError::Pem(e.to_string()))?,
+    })
+}
+
 /// A certificate chain and its private key.
 pub struct CertifiedKey {
     pub chain: Vec<CertificateDer<'static>>,

@@ -3,9 +3,12 @@
 //! snapshot. A certificate's private key comes in once, in a request body that is never
 //! echoed, and never goes out again.
 
-use model::certs::{AddCert, IssueCert, RegisterReplica, UpdateReplica};
+use model::certs::{
+    AddCert, EdgeGenerations, EdgeSnapshot, IssueCert, RegisterReplica, UpdateReplica,
+};
 use model::rbac::{Action, Resource};
 use model::types::List;
+use model::Scope;
 
 use super::{created, env_target, name, ok, Reply, Req};
 use crate::auth::Ctx;
@@ -42,6 +45,36 @@ fn replica_address(s: &str) -> Result<String, ApiError> {
         .replace("%3A", ":")
         .replace("%3a", ":");
     Ok(model::certs::validate_replica_address(&decoded)?.to_string())
+}
+
+/// `GET /v1/edge/generations` and `GET /v1/edge/snapshot`: for remote edges (a platform
+/// grant that may read the edge's configuration, keys included).
+pub async fn remote(ctx: &Ctx<'_>, op: Op) -> Reply {
+    ctx.allow(Resource::EdgeConfig, Action::ReadValue, &Scope::Platform)
+        .await?;
+    let st = &ctx.state;
+    let generations = EdgeGenerations {
+        routes: st.store.generation("routes").await?,
+        certificates: st.store.generation("certificates").await?,
+        acme_http01: st.certs.http01_tokens().entries().into_iter().collect(),
+    };
+    if op == Op::EdgeGenerations {
+        return ok(&generations);
+    }
+    let snapshot = EdgeSnapshot {
+        generations,
+        routes: st.store.all_routes().await?,
+        replicas: st.store.all_replicas().await?,
+        certificates: Some(st.certs.served_pem().await?),
+    };
+    // Private keys leave the control plane: who took them is on the record.
+    let mut ev = store::audit::NewEvent::success("edge.snapshot", "edge".into(), Scope::Platform);
+    ev.detail = format!(
+        "routes={} certificates={}",
+        snapshot.generations.routes, snapshot.generations.certificates
+    );
+    st.store.record(&ctx.actor, ev).await?;
+    ok(&snapshot)
 }
 
 pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {

@@ -397,6 +397,7 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
         }
         op if route_ops::permission(op).is_some() => route_ops::call(ctx, op, params, req).await,
         op if edge_ops::permission(op).is_some() => edge_ops::call(ctx, op, params, req).await,
+        Op::EdgeGenerations | Op::EdgeSnapshot => edge_ops::remote(ctx, op).await,
         _ => Err(ApiError::new(Code::Internal, "operation without a handler")),
     }
 }

@@ -262,6 +262,14 @@ async fn cases(s: &Server, i: usize) -> Vec<Case> {
         None,
         Rule::Anywhere(Resource::Audit, Action::Verify),
     ));
+    for path in ["/v1/edge/generations", "/v1/edge/snapshot"] {
+        v.push(c(
+            "GET",
+            path.into(),
+            None,
+            Rule::Table(Resource::EdgeConfig, Action::ReadValue, Scope::Platform),
+        ));
+    }
     v
 }
 

@@ -131,9 +131,11 @@ async fn setup() -> Setup {
         Arc::new(model::clock::SystemClock),
         certs::CertsConfig::default(),
     );
-    let edge = edge::start(store.clone(), certs.clone(), cfg)
-        .await
-        .unwrap();
+    let source = Arc::new(edge::Local {
+        store: store.clone(),
+        certs: certs.clone(),
+    });
+    let edge = edge::start(source, cfg).await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     Setup {
         _dir: dir,

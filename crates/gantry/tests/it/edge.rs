@@ -71,6 +71,26 @@ pub(crate) fn get(edge: &str, host: &str, path: &str) -> (u16, String) {
     })
 }
 
+/// GETs `http://{edge}{path}` with `host` without following redirects; status and body.
+pub(crate) fn get_no_redirect(edge: &str, host: &str, path: &str) -> (u16, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+            .get(format!("http://{edge}{path}"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
 /// Waits (bounded: 5 s) until `host/path` answers `want`.
 fn until(edge: &str, host: &str, path: &str, want: u16) -> String {
     let start = Instant::now();

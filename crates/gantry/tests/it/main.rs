@@ -6,6 +6,7 @@ mod certs;
 mod cli;
 mod crash;
 mod edge;
+mod edge_remote;
 mod harness;
 mod seal;
 mod secrets;
