@@ -74,6 +74,22 @@ impl From<certs::CertsError> for ApiError {
     }
 }
 
+impl From<artifacts::ArtifactError> for ApiError {
+    fn from(e: artifacts::ArtifactError) -> ApiError {
+        match e {
+            artifacts::ArtifactError::Store(s) => s.into(),
+            artifacts::ArtifactError::Keys(k) => k.into(),
+            e => {
+                let code = e.code();
+                if matches!(code, Code::Internal | Code::Unavailable) {
+                    tracing::error!(error = %e, "artifact registry failure");
+                }
+                ApiError::new(code, e.to_string())
+            }
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let code = e.code();

@@ -138,6 +138,16 @@ pub async fn read_body_up_to(
     body: Incoming,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
+    read_body_within(headers, body, limit, BODY_TIMEOUT).await
+}
+
+/// Reads a body of at most `limit` bytes within `timeout` (large uploads get longer).
+pub async fn read_body_within(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             Code::PayloadTooLarge,
@@ -153,7 +163,7 @@ pub async fn read_body_up_to(
             return Err(too_large());
         }
     }
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(ApiError::new(
             Code::Timeout,
             "timed out reading the request body",

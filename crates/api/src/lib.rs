@@ -31,6 +31,7 @@ pub struct State {
     pub store: Arc<store::Store>,
     pub keyring: Arc<secrets::Keyring>,
     pub certs: Arc<certs::Certs>,
+    pub registry: Arc<artifacts::Registry>,
     pub started: Instant,
     pub limiter: auth::AuthLimiter,
 }

@@ -89,6 +89,11 @@ fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
         UpdateReplica => (Some(r("UpdateReplica")), 200, Some(r("ReplicaInfo"))),
         EdgeGenerations => (None, 200, Some(r("EdgeGenerations"))),
         EdgeSnapshot => (None, 200, Some(r("EdgeSnapshot"))),
+        ListArtifacts => (None, 200, Some(list_of("ArtifactInfo"))),
+        PushArtifact => (None, 201, Some(r("ArtifactInfo"))),
+        GetArtifact => (None, 200, Some(r("ArtifactInfo"))),
+        PullArtifact => (None, 200, None),
+        DeleteArtifact => (None, 204, None),
     }
 }
 
@@ -205,6 +210,11 @@ fn schemas() -> Value {
             "certificates": { "type": ["array", "null"], "items": obj(&["name", "domains", "chain_pem", "key_pem", "not_after"], json!({
                 "name": text, "domains": { "type": "array", "items": text }, "chain_pem": text,
                 "key_pem": { "type": "string", "description": "private key, PEM" }, "not_after": int })) } })),
+        "ArtifactInfo": obj(&["name", "version", "digest", "size", "files", "unpacked_size", "manifest", "created_at", "created_by"], json!({
+            "name": text, "version": text, "digest": text, "size": int, "files": int, "unpacked_size": int,
+            "manifest": { "type": "array", "items": obj(&["path", "size", "sha256", "executable"], json!({
+                "path": text, "size": int, "sha256": text, "executable": { "type": "boolean" } })) },
+            "created_at": time, "created_by": text })),
         "RegisterReplica": obj(&["address"], json!({ "address": { "type": "string", "description": "IP:PORT" }, "state": { "type": "string", "enum": ["active", "draining"] } })),
         "UpdateReplica": obj(&["state"], json!({ "state": { "type": "string", "enum": ["active", "draining"] } })),
         "ReplicaInfo": obj(&["service", "address", "state", "registered_at", "registered_by"], json!({ "service": text, "address": text,
@@ -315,6 +325,17 @@ pub fn document() -> Value {
         if let Some(s) = req {
             op["requestBody"] =
                 json!({ "required": true, "content": { "application/json": { "schema": s } } });
+        }
+        // Artifacts travel as bytes, not JSON.
+        let binary = json!({ "type": "string", "format": "binary" });
+        if route.op == Op::PushArtifact {
+            op["requestBody"] = json!({ "required": true, "content": { "application/gzip": { "schema": binary } } });
+            op["responses"]["200"] = json!({ "description": "the same content was already there",
+                "content": { "application/json": { "schema": r("ArtifactInfo") } } });
+        }
+        if route.op == Op::PullArtifact {
+            op["responses"]["200"]["content"] =
+                json!({ "application/octet-stream": { "schema": binary } });
         }
         let entry = paths
             .entry(route.path.to_string())

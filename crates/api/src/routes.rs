@@ -78,6 +78,11 @@ pub enum Op {
     DeregisterReplica,
     EdgeGenerations,
     EdgeSnapshot,
+    ListArtifacts,
+    PushArtifact,
+    GetArtifact,
+    PullArtifact,
+    DeleteArtifact,
 }
 
 pub struct Route {
@@ -169,6 +174,11 @@ routes! {
     "DELETE" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas/{address}" => DeregisterReplica, "replica.deregister", "Deregister a replica (drained: in-flight requests finish)";
     "GET" "/v1/edge/generations" => EdgeGenerations, "edge.generations", "What a remote edge polls: the generations of its state and pending ACME HTTP-01 answers";
     "GET" "/v1/edge/snapshot" => EdgeSnapshot, "edge.snapshot", "Everything an edge serves, private keys included (audited)";
+    "GET" "/v1/tenants/{tenant}/artifacts" => ListArtifacts, "artifact.list", "Artifact versions of a tenant";
+    "POST" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => PushArtifact, "artifact.push", "Push a version (body: the .tar.gz, application/gzip); versions are immutable";
+    "GET" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => GetArtifact, "artifact.read", "Show a version and its manifest";
+    "GET" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}/blob" => PullArtifact, "artifact.pull", "Download a version's .tar.gz (application/octet-stream), verified against its digest";
+    "DELETE" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => DeleteArtifact, "artifact.delete", "Delete a version";
 }
 
 /// The query parameters an operation accepts; any other is refused with 400.

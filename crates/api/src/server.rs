@@ -46,6 +46,9 @@ pub struct Config {
     pub certs: certs::CertsConfig,
     /// How often the certificate renewer looks for due certificates.
     pub renew_interval: Duration,
+    /// Object store for artifacts: `file:///dir` or `s3://bucket/prefix`; `None`: the
+    /// `objects` directory in the data directory.
+    pub objects: Option<String>,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             rotation_interval: Duration::from_secs(60),
             certs: certs::CertsConfig::default(),
             renew_interval: Duration::from_secs(60),
+            objects: None,
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("key hierarchy: {0}")]
     Keys(#[from] secrets::SecretsError),
+    #[error("artifacts: {0}")]
+    Artifacts(#[from] artifacts::ArtifactError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -185,6 +191,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.certs.clone(),
     );
     let renewer = certs.clone().spawn_renewer(config.renew_interval);
+    let objects_url = match &config.objects {
+        Some(u) => u.clone(),
+        None => format!(
+            "file://{}",
+            std::path::absolute(dir.join("objects"))
+                .map_err(dir_err)?
+                .display()
+        ),
+    };
+    let registry = Arc::new(artifacts::Registry::new(
+        store.clone(),
+        keyring.clone(),
+        artifacts::open_objects(&objects_url)?,
+        Arc::new(model::clock::SystemClock),
+    ));
     if keyring.is_sealed() {
         tracing::warn!(
             seal = keyring.seal_kind(),
@@ -219,6 +240,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store: store.clone(),
         keyring,
         certs: certs.clone(),
+        registry,
         started: Instant::now(),
         limiter: auth::AuthLimiter::default(),
     });

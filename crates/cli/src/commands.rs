@@ -114,6 +114,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Route(cmd) => crate::routes::run(&client, cmd).await,
         Command::Cert(cmd) => crate::certs::run(&client, cmd).await,
         Command::Replica(cmd) => crate::certs::run_replicas(&client, cmd).await,
+        Command::Artifact(cmd) => crate::artifacts::run(&client, cmd).await,
     }
 }
 

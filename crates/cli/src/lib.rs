@@ -7,6 +7,7 @@
 //! file, never from an argument, and are printed only by `secret get`, `key decrypt` and
 //! `key generate-data-key`.
 
+mod artifacts;
 mod certs;
 mod commands;
 mod input;
@@ -158,6 +159,43 @@ pub enum Command {
     /// Replicas of a service (TENANT/ENV/SERVICE) that the edge routes `service:NAME` to
     #[command(subcommand)]
     Replica(ReplicaCmd),
+    /// The artifact registry (TENANT/NAME@VERSION): what services run
+    #[command(subcommand)]
+    Artifact(ArtifactCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCmd {
+    /// Push a directory (packed here) or a .tar.gz as an immutable version
+    Push {
+        /// TENANT/NAME@VERSION
+        artifact: String,
+        /// A directory or a .tar.gz file
+        path: PathBuf,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List a tenant's artifact versions
+    List {
+        tenant: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Show a version: digest, sizes and its files
+    Show {
+        artifact: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Download a version's .tar.gz (verified against its digest)
+    Pull {
+        artifact: String,
+        /// Where to write it
+        #[arg(long = "to")]
+        to: PathBuf,
+    },
+    /// Delete a version
+    Delete { artifact: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -373,6 +411,10 @@ pub struct UpArgs {
     /// How often key rotation schedules are checked, e.g. 60s
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rotation_check: std::time::Duration,
+    /// Object store for artifacts: file:///DIR or s3://BUCKET[/PREFIX] (credentials and
+    /// endpoint from AWS_* variables); default: `objects` in the data directory
+    #[arg(long, env = "GANTRY_OBJECTS")]
+    pub objects: Option<String>,
     /// ACME directory URL for `cert issue --issuer acme`
     /// (e.g. https://acme-v02.api.letsencrypt.org/directory)
     #[arg(long, env = "GANTRY_ACME_DIRECTORY")]

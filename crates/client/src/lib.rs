@@ -134,20 +134,53 @@ impl Client {
         self.send(reqwest::Method::DELETE, path, None::<&()>).await
     }
 
+    /// POST raw bytes (`content_type`), e.g. an artifact.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T> {
+        let req = self
+            .request(reqwest::Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        let bytes = self.execute(req).await?;
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
+    }
+
+    /// GET raw bytes, e.g. an artifact's blob.
+    pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes> {
+        self.execute(self.request(reqwest::Method::GET, path)).await
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{}", self.server, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<T> {
-        let url = format!("{}{}", self.server, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(b);
         }
+        let bytes = self.execute(req).await?;
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
+    }
+
+    /// Sends a request; the body of a success, or the API's error as an error.
+    async fn execute(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
         let resp = req.send().await.map_err(|e| ClientError::Connect {
             server: self.server.clone(),
             reason: error_chain(&e),
@@ -158,9 +191,7 @@ impl Client {
             reason: error_chain(&e),
         })?;
         if status.is_success() {
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(bytes)
-                .map_err(|e| ClientError::Protocol(format!("{e}")));
+            return Ok(bytes);
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(e) => Err(ClientError::Api {

@@ -78,6 +78,7 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     config.seal = Some(seal_setup(&up));
     config.certs = certs_config(&up)?;
     config.renew_interval = up.renew_check;
+    config.objects = up.objects.clone();
     let running = api::start(config).await?;
     let edge_config = edge_config(&up.edge, std::time::Duration::from_millis(250));
     let source = std::sync::Arc::new(edge::Local {

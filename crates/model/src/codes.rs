@@ -46,7 +46,7 @@ codes! {
     AlreadyExists => ("already_exists", 409, 7, "A resource with this name already exists."),
     Conflict => ("conflict", 409, 7, "The resource is in a state that does not allow this change (for example, it still holds resources)."),
     PayloadTooLarge => ("payload_too_large", 413, 8, "The request body is larger than the limit."),
-    UnsupportedMediaType => ("unsupported_media_type", 415, 8, "The request body is not `application/json`."),
+    UnsupportedMediaType => ("unsupported_media_type", 415, 8, "The request body is not of the media type the endpoint takes (`application/json`, or `application/gzip` for artifacts)."),
     Unprocessable => ("unprocessable", 422, 3, "The request is well-formed but cannot be applied as asked (for example, a grant outside the account's tenant)."),
     RateLimited => ("rate_limited", 429, 9, "Too many requests or failed authentications from this source; retry later."),
     InvalidCiphertext => ("invalid_ciphertext", 400, 3, "Decryption failed: the ciphertext was modified, or belongs to another key, resource or encryption context."),

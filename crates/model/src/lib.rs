@@ -4,6 +4,7 @@
 //! This crate is pure data and pure functions. It must never do I/O, hold state, or depend
 //! on any other Gantry crate: every other crate depends on it.
 
+pub mod artifacts;
 pub mod certs;
 pub mod clock;
 pub mod codes;

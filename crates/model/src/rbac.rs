@@ -74,6 +74,7 @@ pub enum Resource {
     Route,
     Certificate,
     Replica,
+    Artifact,
     /// The edge's whole configuration, private keys included (for remote edges).
     EdgeConfig,
     System,
@@ -95,6 +96,7 @@ impl Resource {
             Resource::Certificate => "certificate",
             Resource::Replica => "replica",
             Resource::EdgeConfig => "edge-config",
+            Resource::Artifact => "artifact",
             Resource::System => "system",
         }
     }
@@ -196,6 +198,13 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     (Replica, Update, &[Admin, Operator]),
     (Replica, Delete, &[Admin, Operator]),
     (EdgeConfig, ReadValue, &[Admin, Operator]),
+    (
+        Artifact,
+        Read,
+        &[Admin, Operator, Developer, Viewer, Auditor],
+    ),
+    (Artifact, Create, &[Admin, Operator, Developer]),
+    (Artifact, Delete, &[Admin, Operator]),
     (System, Update, &[Admin]),
 ];
 

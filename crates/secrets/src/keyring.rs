@@ -415,7 +415,12 @@ impl Keyring {
     /// Re-wraps every version of each child of `parent` under the parent's current version.
     pub(crate) async fn rewrap_children(&self, actor: &Actor, parent: &KeyRecord) -> Result<usize> {
         let mut n = 0;
-        for purpose in [KeyPurpose::Kms, KeyPurpose::Secret, KeyPurpose::Certificate] {
+        for purpose in [
+            KeyPurpose::Kms,
+            KeyPurpose::Secret,
+            KeyPurpose::Certificate,
+            KeyPurpose::Artifact,
+        ] {
             for child in self.store.keys_in(&parent.scope, purpose).await? {
                 if child.state == KeyState::Destroyed
                     || child.parent.as_deref() != Some(parent.id.as_str())

@@ -66,7 +66,7 @@ impl Rotator {
                 }
                 // New versions encrypt what comes next (a renewed certificate's key); older
                 // versions keep decrypting.
-                KeyPurpose::Kms | KeyPurpose::Certificate => {}
+                KeyPurpose::Kms | KeyPurpose::Certificate | KeyPurpose::Artifact => {}
             }
             report.rotated.push(key.id);
         }

@@ -25,6 +25,8 @@ pub enum KeyPurpose {
     Secret,
     /// The key that encrypts one TLS certificate's private key.
     Certificate,
+    /// The key of one artifact blob (content-addressed, tenant-wide).
+    Artifact,
 }
 
 impl KeyPurpose {
@@ -34,6 +36,7 @@ impl KeyPurpose {
             KeyPurpose::Kms => "kms",
             KeyPurpose::Secret => "secret",
             KeyPurpose::Certificate => "certificate",
+            KeyPurpose::Artifact => "artifact",
         }
     }
     fn parse(s: &str) -> Result<KeyPurpose> {
@@ -42,6 +45,7 @@ impl KeyPurpose {
             "kms" => Ok(KeyPurpose::Kms),
             "secret" => Ok(KeyPurpose::Secret),
             "certificate" => Ok(KeyPurpose::Certificate),
+            "artifact" => Ok(KeyPurpose::Artifact),
             _ => Err(StoreError::Corrupt(format!("unknown key purpose {s:?}"))),
         }
     }

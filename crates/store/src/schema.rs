@@ -211,6 +211,26 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
                 PRIMARY KEY (scope, service, address))",
         ],
     ),
+    (
+        5,
+        &[
+            // The artifact registry: immutable versions; blobs live in the object store,
+            // encrypted, named by the SHA-256 of their plaintext.
+            "CREATE TABLE artifacts (
+                tenant TEXT NOT NULL,
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                files BIGINT NOT NULL,
+                unpacked_size BIGINT NOT NULL,
+                manifest TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                PRIMARY KEY (tenant, name, version))",
+            "CREATE INDEX artifacts_digest ON artifacts(tenant, digest)",
+        ],
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.

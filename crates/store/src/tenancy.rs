@@ -112,6 +112,10 @@ impl Store {
                     "role grants",
                     "SELECT COUNT(*) AS n FROM grants WHERE tenant = $1",
                 ),
+                (
+                    "artifacts",
+                    "SELECT COUNT(*) AS n FROM artifacts WHERE tenant = $1",
+                ),
             ],
             &[name.as_str()],
         )
@@ -122,10 +126,17 @@ impl Store {
                 held.join(", ")
             )));
         }
-        sqlx::query("DELETE FROM tenants WHERE name = $1")
-            .bind(name.as_str())
-            .execute(&mut *w.tx)
-            .await?;
+        // The tenant-wide key and the keys of its deleted artifacts go with it.
+        for sql in [
+            "DELETE FROM key_versions WHERE key_id IN (SELECT id FROM keys WHERE scope = $1)",
+            "DELETE FROM keys WHERE scope = $1",
+            "DELETE FROM tenants WHERE name = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(name.as_str())
+                .execute(&mut *w.tx)
+                .await?;
+        }
         w.commit(
             actor,
             NewEvent::success(

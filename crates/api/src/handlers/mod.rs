@@ -13,6 +13,7 @@ use model::types::{
 };
 use model::{Code, Name, PrincipalName, Role, Scope};
 
+mod artifact_ops;
 mod edge_ops;
 mod key_ops;
 mod route_ops;
@@ -398,6 +399,9 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
         op if route_ops::permission(op).is_some() => route_ops::call(ctx, op, params, req).await,
         op if edge_ops::permission(op).is_some() => edge_ops::call(ctx, op, params, req).await,
         Op::EdgeGenerations | Op::EdgeSnapshot => edge_ops::remote(ctx, op).await,
+        op if artifact_ops::permission(op).is_some() => {
+            artifact_ops::call(ctx, op, params, req).await
+        }
         _ => Err(ApiError::new(Code::Internal, "operation without a handler")),
     }
 }

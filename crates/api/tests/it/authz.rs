@@ -52,6 +52,8 @@ enum Rule {
     See(Resource, Scope),
     /// Allowed iff some role allows the action anywhere.
     Anywhere(Resource, Action),
+    /// Allowed iff a role allowing the action is held on the target, above it or inside it.
+    Within(Resource, Action, Scope),
     /// Always allowed to any authenticated principal.
     Always,
 }
@@ -262,6 +264,7 @@ async fn cases(s: &Server, i: usize) -> Vec<Case> {
         None,
         Rule::Anywhere(Resource::Audit, Action::Verify),
     ));
+    artifact_cases(s, i, &mut v).await;
     for path in ["/v1/edge/generations", "/v1/edge/snapshot"] {
         v.push(c(
             "GET",
@@ -479,6 +482,47 @@ async fn key_and_secret_cases(s: &Server, i: usize, t: &str, v: &mut Vec<Case>) 
     edge_cases(s, i, t, &base, &env, v).await;
 }
 
+/// Cases of the artifact endpoints of tenant acme: a role allowing the action anywhere in
+/// the tenant allows it (the registry is shared by the tenant's environments).
+async fn artifact_cases(s: &Server, i: usize, v: &mut Vec<Case>) {
+    let base = "/v1/tenants/acme/artifacts";
+    let versions: Vec<String> = if i == 0 {
+        vec!["1".into(), format!("del-{i}")]
+    } else {
+        vec![format!("del-{i}")]
+    };
+    for version in versions {
+        let r = s
+            .push_artifact(&format!("{base}/app/versions/{version}"))
+            .await;
+        assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    }
+    let rule = |act| Rule::Within(Resource::Artifact, act, Scope::parse("acme").unwrap());
+    let mut c = |method, path: String, act| {
+        v.push(Case {
+            method,
+            path,
+            body: None,
+            rule: rule(act),
+        })
+    };
+    c("GET", base.to_string(), Action::Read);
+    c("GET", format!("{base}/app/versions/1"), Action::Read);
+    c("GET", format!("{base}/app/versions/1/blob"), Action::Read);
+    c(
+        "DELETE",
+        format!("{base}/app/versions/del-{i}"),
+        Action::Delete,
+    );
+    // Push needs a binary body: sent as a raw case.
+    v.push(Case {
+        method: "POST",
+        path: format!("{base}/app/versions/new-{i}"),
+        body: Some(json!({"gzip": true})),
+        rule: rule(Action::Create),
+    });
+}
+
 /// Cases of the certificate and replica endpoints in `t/staging`.
 async fn edge_cases(s: &Server, i: usize, t: &str, base: &str, env: &Scope, v: &mut Vec<Case>) {
     let c = |method, path: String, body, res, act| Case {
@@ -634,6 +678,9 @@ fn expected(p: &Principal, rule: &Rule) -> bool {
         Rule::Table(res, act, scope) => authorize(&p.roles, *res, *act, scope),
         Rule::See(res, scope) => can_see(&p.roles, *res, scope),
         Rule::Anywhere(res, act) => p.roles.iter().any(|g| role_allows(g.role, *res, *act)),
+        Rule::Within(res, act, scope) => p.roles.iter().any(|g| {
+            role_allows(g.role, *res, *act) && (g.scope.contains(scope) || scope.contains(&g.scope))
+        }),
         Rule::Always => true,
     }
 }

@@ -729,3 +729,85 @@ async fn bad_certificates_and_replicas_are_refused_with_the_reason() {
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
 }
+
+#[tokio::test]
+async fn bad_artifacts_are_refused_with_the_reason() {
+    let s = setup().await;
+    let base = "/v1/tenants/acme/artifacts";
+    let raw = |path: String, ct: &'static str, body: Vec<u8>| {
+        s.http
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(&s.admin)
+            .header("content-type", ct)
+            .body(body)
+    };
+    for (path, ct, body, status, needle) in [
+        (
+            format!("{base}/app/versions/1"),
+            "application/json",
+            b"{}".to_vec(),
+            415,
+            "application/gzip",
+        ),
+        (
+            format!("{base}/app/versions/1"),
+            "application/gzip",
+            b"plain text".to_vec(),
+            400,
+            "not a .tar.gz",
+        ),
+        (
+            format!("{base}/app/versions/-bad"),
+            "application/gzip",
+            vec![0x1f, 0x8b],
+            400,
+            "version",
+        ),
+        (
+            "/v1/tenants/nope/artifacts/app/versions/1".to_string(),
+            "application/gzip",
+            vec![0x1f, 0x8b],
+            404,
+            "tenant",
+        ),
+    ] {
+        let r = s.check("POST", &path, raw(path.clone(), ct, body)).await;
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{path}: {}",
+            r.body
+        );
+    }
+    // Versions are immutable.
+    let first = s.push_artifact(&format!("{base}/app/versions/2")).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = s.push_artifact(&format!("{base}/app/versions/2")).await;
+    assert_eq!(again.status, 200, "the same content again is not an error");
+    let mut other = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    other.append_data(&mut h, "other", &b"abc"[..]).unwrap();
+    let other = other.into_inner().unwrap().finish().unwrap();
+    let path = format!("{base}/app/versions/2");
+    let r = s
+        .check("POST", &path, raw(path.clone(), "application/gzip", other))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    for (method, path) in [
+        ("GET", format!("{base}/app/versions/9")),
+        ("GET", format!("{base}/app/versions/9/blob")),
+        ("DELETE", format!("{base}/app/versions/9")),
+    ] {
+        let r = s.admin(method, &path, None).await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+    }
+}

@@ -120,7 +120,10 @@ impl Server {
             headers.contains_key("x-request-id"),
             "{method} {path}: no x-request-id"
         );
-        let body: Value = if bytes.is_empty() {
+        let binary = headers
+            .get("content-type")
+            .is_some_and(|v| v == "application/octet-stream");
+        let body: Value = if bytes.is_empty() || (binary && status < 400) {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|_| {
@@ -184,6 +187,27 @@ impl Server {
             }),
             None => assert!(body.is_null(), "{method} {path}: undocumented body {body}"),
         }
+    }
+
+    /// Pushes a small .tar.gz to `path` as the admin.
+    pub async fn push_artifact(&self, path: &str) -> Resp {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "run", &b"hello"[..]).unwrap();
+        let gz = b.into_inner().unwrap().finish().unwrap();
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .header("content-type", "application/gzip")
+            .body(gz);
+        self.check("POST", path, req).await
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {

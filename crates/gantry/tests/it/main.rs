@@ -2,6 +2,7 @@
 //! CLI (and, for load, by an HTTPS client), on both store engines.
 
 mod acme;
+mod artifacts;
 mod certs;
 mod cli;
 mod crash;
