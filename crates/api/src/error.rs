@@ -90,6 +90,23 @@ impl From<artifacts::ArtifactError> for ApiError {
     }
 }
 
+impl From<services::ServiceError> for ApiError {
+    fn from(e: services::ServiceError) -> ApiError {
+        match e {
+            services::ServiceError::Store(s) => s.into(),
+            services::ServiceError::Keys(k) => k.into(),
+            services::ServiceError::Artifacts(a) => a.into(),
+            e => {
+                let code = e.code();
+                if code == Code::Internal {
+                    tracing::error!(error = %e, "service failure");
+                }
+                ApiError::new(code, e.to_string())
+            }
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let code = e.code();

@@ -32,6 +32,7 @@ pub struct State {
     pub keyring: Arc<secrets::Keyring>,
     pub certs: Arc<certs::Certs>,
     pub registry: Arc<artifacts::Registry>,
+    pub services: Arc<services::Services>,
     pub started: Instant,
     pub limiter: auth::AuthLimiter,
 }

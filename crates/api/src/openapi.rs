@@ -93,7 +93,20 @@ fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
         PushArtifact => (None, 201, Some(r("ArtifactInfo"))),
         GetArtifact => (None, 200, Some(r("ArtifactInfo"))),
         PullArtifact => (None, 200, None),
-        DeleteArtifact => (None, 204, None),
+        DeleteArtifact | DeleteService => (None, 204, None),
+        ListServices => (None, 200, Some(list_of("ServiceInfo"))),
+        DeployService => (Some(r("DeploySpec")), 201, Some(r("RevisionInfo"))),
+        GetService | StopService | StartService => (None, 200, Some(r("ServiceInfo"))),
+        ServiceHistory => (None, 200, Some(list_of("RevisionInfo"))),
+        ServiceLogs => (
+            None,
+            200,
+            Some(
+                json!({ "type": "object", "required": ["items"], "properties": { "items": { "type": "array", "items": { "type": "string" } } } }),
+            ),
+        ),
+        RollbackService => (Some(r("Rollback")), 200, Some(r("ServiceInfo"))),
+        ScaleService => (Some(r("Scale")), 200, Some(r("ServiceInfo"))),
     }
 }
 
@@ -215,6 +228,27 @@ fn schemas() -> Value {
             "manifest": { "type": "array", "items": obj(&["path", "size", "sha256", "executable"], json!({
                 "path": text, "size": int, "sha256": text, "executable": { "type": "boolean" } })) },
             "created_at": time, "created_by": text })),
+        "DeploySpec": obj(&["artifact", "command"], json!({
+            "artifact": { "type": "string", "description": "NAME@VERSION of an artifact of the tenant" },
+            "command": { "type": "array", "items": text }, "port_env": text, "health": text,
+            "replicas": int, "max_replicas": { "type": ["integer", "null"] },
+            "env": { "type": "object", "additionalProperties": text },
+            "secrets": { "type": "object", "additionalProperties": text, "description": "VARIABLE -> secret name in the environment" },
+            "memory_mb": { "type": ["integer", "null"] }, "cpu_millis": { "type": ["integer", "null"] },
+            "max_surge": int, "health_deadline_secs": int, "grace_secs": int })),
+        "RevisionInfo": obj(&["service", "number", "spec", "status", "message", "created_at", "created_by"], json!({
+            "service": text, "number": int, "spec": r("DeploySpec"),
+            "status": { "type": "string", "enum": ["rolling", "active", "superseded", "failed"] },
+            "message": { "type": ["string", "null"] }, "created_at": time, "created_by": text })),
+        "ServiceInfo": obj(&["name", "state", "desired_replicas", "target_revision", "stable_revision", "message", "replicas", "updated_at"], json!({
+            "name": text, "state": { "type": "string", "enum": ["running", "stopped"] }, "desired_replicas": int,
+            "target_revision": int, "stable_revision": { "type": ["integer", "null"] }, "message": { "type": ["string", "null"] },
+            "replicas": { "type": "array", "items": obj(&["id", "revision", "state", "healthy", "port", "restarts"], json!({
+                "id": text, "revision": int, "state": text, "healthy": { "type": "boolean" },
+                "port": { "type": ["integer", "null"] }, "restarts": int })) },
+            "updated_at": time })),
+        "Rollback": obj(&[], json!({ "to": { "type": ["integer", "null"] } })),
+        "Scale": obj(&["replicas"], json!({ "replicas": int })),
         "RegisterReplica": obj(&["address"], json!({ "address": { "type": "string", "description": "IP:PORT" }, "state": { "type": "string", "enum": ["active", "draining"] } })),
         "UpdateReplica": obj(&["state"], json!({ "state": { "type": "string", "enum": ["active", "draining"] } })),
         "ReplicaInfo": obj(&["service", "address", "state", "registered_at", "registered_by"], json!({ "service": text, "address": text,

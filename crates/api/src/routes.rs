@@ -83,6 +83,16 @@ pub enum Op {
     GetArtifact,
     PullArtifact,
     DeleteArtifact,
+    ListServices,
+    DeployService,
+    GetService,
+    ServiceHistory,
+    ServiceLogs,
+    RollbackService,
+    ScaleService,
+    StopService,
+    StartService,
+    DeleteService,
 }
 
 pub struct Route {
@@ -179,6 +189,16 @@ routes! {
     "GET" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => GetArtifact, "artifact.read", "Show a version and its manifest";
     "GET" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}/blob" => PullArtifact, "artifact.pull", "Download a version's .tar.gz (application/octet-stream), verified against its digest";
     "DELETE" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => DeleteArtifact, "artifact.delete", "Delete a version";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/services" => ListServices, "service.list", "Services of an environment with their replicas";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/deploy" => DeployService, "service.deploy", "Deploy a new revision (rolled out by the reconciler)";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/services/{service}" => GetService, "service.read", "Desired state, revisions and running replicas";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/revisions" => ServiceHistory, "service.history", "Revisions, newest first, with who deployed them";
+    "GET" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/logs" => ServiceLogs, "service.logs", "The last log lines of the replicas";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/rollback" => RollbackService, "service.rollback", "Return to an earlier revision";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/scale" => ScaleService, "service.scale", "Set the number of replicas";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/stop" => StopService, "service.stop", "Stop every replica (drained first)";
+    "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/start" => StartService, "service.start", "Run the service again";
+    "DELETE" "/v1/tenants/{tenant}/environments/{environment}/services/{service}" => DeleteService, "service.delete", "Delete a service (its replicas are drained and stopped)";
 }
 
 /// The query parameters an operation accepts; any other is refused with 400.
@@ -190,6 +210,7 @@ pub fn query_params(op: Op) -> &'static [&'static str] {
         Op::ListAuditEvents => &["tenant", "principal", "action", "since", "after", "limit"],
         Op::GetSecretValue => &["version", "stage"],
         Op::DeleteSecret => &["recovery_days"],
+        Op::ServiceLogs => &["replica", "lines"],
         _ => &[],
     }
 }

@@ -49,6 +49,8 @@ pub struct Config {
     /// Object store for artifacts: `file:///dir` or `s3://bucket/prefix`; `None`: the
     /// `objects` directory in the data directory.
     pub objects: Option<String>,
+    /// How often the service reconciler compares desired and running replicas.
+    pub services_tick: Duration,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             certs: certs::CertsConfig::default(),
             renew_interval: Duration::from_secs(60),
             objects: None,
+            services_tick: Duration::from_secs(1),
         }
     }
 }
@@ -85,6 +88,8 @@ pub enum StartError {
     Keys(#[from] secrets::SecretsError),
     #[error("artifacts: {0}")]
     Artifacts(#[from] artifacts::ArtifactError),
+    #[error("service runtime: {0}")]
+    Runtime(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -206,6 +211,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         artifacts::open_objects(&objects_url)?,
         Arc::new(model::clock::SystemClock),
     ));
+    let services_dir = dir.join("services");
+    let local = runtime::LocalProcessRuntime::new(
+        runtime::LocalConfig::new(services_dir.join("logs"), services_dir.join("state"))
+            .map_err(|e| StartError::Runtime(e.to_string()))?,
+    )
+    .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let services = services::Services::new(
+        store.clone(),
+        keyring.clone(),
+        registry.clone(),
+        Arc::new(local),
+        services::ServicesConfig {
+            tick: config.services_tick,
+            drain: Duration::from_secs(2),
+            work_dir: services_dir.join("work"),
+        },
+    );
+    let reconciler = services.clone().spawn();
     if keyring.is_sealed() {
         tracing::warn!(
             seal = keyring.seal_kind(),
@@ -241,6 +264,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         keyring,
         certs: certs.clone(),
         registry,
+        services,
         started: Instant::now(),
         limiter: auth::AuthLimiter::default(),
     });
@@ -249,6 +273,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         accept_loop(listener, TlsAcceptor::from(tls_config), state, rx).await;
         rotator.abort();
         renewer.abort();
+        reconciler.abort();
     });
     Ok(Running {
         addr,

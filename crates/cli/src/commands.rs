@@ -115,6 +115,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Cert(cmd) => crate::certs::run(&client, cmd).await,
         Command::Replica(cmd) => crate::certs::run_replicas(&client, cmd).await,
         Command::Artifact(cmd) => crate::artifacts::run(&client, cmd).await,
+        Command::Service(cmd) => crate::services::run(&client, cmd).await,
     }
 }
 

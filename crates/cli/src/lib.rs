@@ -17,6 +17,7 @@ mod profile;
 mod routes;
 mod seal;
 mod secrets;
+mod services;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -162,6 +163,109 @@ pub enum Command {
     /// The artifact registry (TENANT/NAME@VERSION): what services run
     #[command(subcommand)]
     Artifact(ArtifactCmd),
+    /// Services (TENANT/ENV/NAME): deploys, rollouts, rollback, scaling, logs
+    #[command(subcommand)]
+    Service(ServiceCmd),
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
+pub enum ServiceCmd {
+    /// Deploy a new revision; the reconciler rolls it out (health-checked, zero downtime)
+    Deploy {
+        /// TENANT/ENV/NAME
+        service: String,
+        /// NAME@VERSION of an artifact of the tenant
+        #[arg(long)]
+        artifact: String,
+        /// The command line, relative to the unpacked artifact (shell-like quoting)
+        #[arg(long)]
+        cmd: String,
+        /// Variable that carries the replica's port
+        #[arg(long, default_value = "PORT")]
+        port_env: String,
+        /// Health check path (2xx = ready)
+        #[arg(long, default_value = "/health")]
+        health: String,
+        /// Replicas: N or MIN..MAX
+        #[arg(long, default_value = "1")]
+        replicas: String,
+        /// Variable, K=V (repeatable)
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Secret as a variable, VAR=SECRET-NAME (repeatable; the value is read at start)
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// Memory limit in MiB
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// CPU limit in millicores
+        #[arg(long)]
+        cpu_millis: Option<u32>,
+        /// New replicas started before old ones are removed
+        #[arg(long, default_value_t = 1)]
+        max_surge: u32,
+        /// Time a new replica has to become healthy before the rollout is undone
+        #[arg(long, default_value = "60s")]
+        health_deadline: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List the services of an environment (TENANT/ENV)
+    List {
+        env: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Desired state, stable revision, last message and the running replicas
+    Status {
+        service: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Revisions, newest first
+    History {
+        service: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Return to an earlier revision (default: the last healthy one)
+    Rollback {
+        service: String,
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Set the number of replicas
+    Scale {
+        service: String,
+        replicas: u32,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Stop every replica (drained first)
+    Stop {
+        service: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Run the service again
+    Start {
+        service: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Delete the service; its replicas are drained and stopped
+    Delete { service: String },
+    /// The last log lines of the replicas
+    Logs {
+        service: String,
+        #[arg(long)]
+        replica: Option<u32>,
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

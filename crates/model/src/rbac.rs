@@ -75,6 +75,7 @@ pub enum Resource {
     Certificate,
     Replica,
     Artifact,
+    Service,
     /// The edge's whole configuration, private keys included (for remote edges).
     EdgeConfig,
     System,
@@ -97,6 +98,7 @@ impl Resource {
             Resource::Replica => "replica",
             Resource::EdgeConfig => "edge-config",
             Resource::Artifact => "artifact",
+            Resource::Service => "service",
             Resource::System => "system",
         }
     }
@@ -205,6 +207,14 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     ),
     (Artifact, Create, &[Admin, Operator, Developer]),
     (Artifact, Delete, &[Admin, Operator]),
+    (
+        Service,
+        Read,
+        &[Admin, Operator, Developer, Viewer, Auditor],
+    ),
+    (Service, Create, &[Admin, Operator, Developer]),
+    (Service, Update, &[Admin, Operator, Developer]),
+    (Service, Delete, &[Admin, Operator]),
     (System, Update, &[Admin]),
 ];
 

@@ -17,6 +17,7 @@ mod principals;
 mod routes;
 mod schema;
 pub mod secrets;
+pub mod services;
 mod tenancy;
 
 use std::str::FromStr;

@@ -231,6 +231,34 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX artifacts_digest ON artifacts(tenant, digest)",
         ],
     ),
+    (
+        6,
+        &[
+            // Services: desired state (which revision, how many replicas, running or not).
+            "CREATE TABLE services (
+                scope TEXT NOT NULL,
+                name TEXT NOT NULL,
+                state TEXT NOT NULL,
+                desired_replicas BIGINT NOT NULL,
+                target_revision BIGINT NOT NULL,
+                stable_revision BIGINT,
+                message TEXT,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (scope, name))",
+            // Immutable revisions: what to run (secret references, never values).
+            "CREATE TABLE revisions (
+                scope TEXT NOT NULL,
+                service TEXT NOT NULL,
+                number BIGINT NOT NULL,
+                spec TEXT NOT NULL,
+                status TEXT NOT NULL,
+                message TEXT,
+                created_at TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                PRIMARY KEY (scope, service, number))",
+            "INSERT INTO generations (name, value) VALUES ('services', 0)",
+        ],
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.

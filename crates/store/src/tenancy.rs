@@ -273,6 +273,10 @@ impl Store {
                     "SELECT COUNT(*) AS n FROM certificates WHERE scope = $1",
                 ),
                 (
+                    "services",
+                    "SELECT COUNT(*) AS n FROM services WHERE scope = $1",
+                ),
+                (
                     "service replicas",
                     "SELECT COUNT(*) AS n FROM replicas WHERE scope = $1",
                 ),

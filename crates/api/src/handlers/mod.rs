@@ -18,6 +18,7 @@ mod edge_ops;
 mod key_ops;
 mod route_ops;
 mod secret_ops;
+mod service_ops;
 
 use crate::auth::Ctx;
 use crate::error::ApiError;
@@ -48,6 +49,7 @@ async fn env_target(ctx: &Ctx<'_>, params: &[&str], op: Op) -> Result<Scope, Api
         .or_else(|| secret_ops::permission(op))
         .or_else(|| route_ops::permission(op))
         .or_else(|| edge_ops::permission(op))
+        .or_else(|| service_ops::permission(op))
         .ok_or_else(|| ApiError::new(Code::Internal, "operation without a permission"))?;
     ctx.allow(resource, action, &scope).await?;
     ctx.state.store.environment(&t, &e).await?;
@@ -399,6 +401,9 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
         op if route_ops::permission(op).is_some() => route_ops::call(ctx, op, params, req).await,
         op if edge_ops::permission(op).is_some() => edge_ops::call(ctx, op, params, req).await,
         Op::EdgeGenerations | Op::EdgeSnapshot => edge_ops::remote(ctx, op).await,
+        op if service_ops::permission(op).is_some() => {
+            service_ops::call(ctx, op, params, req).await
+        }
         op if artifact_ops::permission(op).is_some() => {
             artifact_ops::call(ctx, op, params, req).await
         }

@@ -480,6 +480,46 @@ async fn key_and_secret_cases(s: &Server, i: usize, t: &str, v: &mut Vec<Case>) 
     ));
     route_cases(s, i, t, &base, &env, v).await;
     edge_cases(s, i, t, &base, &env, v).await;
+    service_cases(&base, &env, v);
+}
+
+/// Cases of the service endpoints (the service does not exist: allowed roles get 4xx
+/// answers other than 403, denied ones 403).
+fn service_cases(base: &str, env: &Scope, v: &mut Vec<Case>) {
+    let mut c = |method, path: String, body, act| {
+        v.push(Case {
+            method,
+            path,
+            body,
+            rule: Rule::Table(Resource::Service, act, env.clone()),
+        })
+    };
+    let svc = format!("{base}/services/svc");
+    c("GET", format!("{base}/services"), None, Action::Read);
+    c("GET", svc.clone(), None, Action::Read);
+    c("GET", format!("{svc}/revisions"), None, Action::Read);
+    c("GET", format!("{svc}/logs"), None, Action::Read);
+    c(
+        "POST",
+        format!("{svc}/deploy"),
+        Some(json!({"artifact": "absent@1", "command": ["./app"]})),
+        Action::Create,
+    );
+    c(
+        "POST",
+        format!("{svc}/rollback"),
+        Some(json!({})),
+        Action::Update,
+    );
+    c(
+        "POST",
+        format!("{svc}/scale"),
+        Some(json!({"replicas": 2})),
+        Action::Update,
+    );
+    c("POST", format!("{svc}/stop"), None, Action::Update);
+    c("POST", format!("{svc}/start"), None, Action::Update);
+    c("DELETE", svc, None, Action::Delete);
 }
 
 /// Cases of the artifact endpoints of tenant acme: a role allowing the action anywhere in

@@ -11,4 +11,5 @@ mod edge_remote;
 mod harness;
 mod seal;
 mod secrets;
+mod services;
 mod tls;

@@ -1,0 +1,254 @@
+//! Services end to end: `examples/customers-mngr` (a real HTTP service) built, pushed as
+//! an artifact, deployed with a secret, routed by the edge; under a constant bounded load
+//! through the edge, a new revision is rolled out, rolled back, and a revision whose health
+//! check fails is undone automatically: not one request fails.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{ok, Gantry};
+
+/// Builds the example service (bounded) and returns its binary.
+fn build_example() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("customers-mngr-example");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(workspace.join("examples/customers-mngr/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .spawn()
+        .expect("cargo runs");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "building examples/customers-mngr failed");
+            return target.join("debug/customers-mngr");
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            panic!("building examples/customers-mngr took more than 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn status(g: &Gantry) -> serde_json::Value {
+    serde_json::from_str(&ok(g.cli(&[
+        "service",
+        "status",
+        "acme/staging/customers",
+        "-o",
+        "json",
+    ])))
+    .unwrap()
+}
+
+/// Waits (bounded) until the service's stable revision is `rev` with `n` healthy replicas
+/// of it and no other replica.
+fn until_stable(g: &Gantry, rev: u64, n: usize) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let s = status(g);
+        let reps = s["replicas"].as_array().cloned().unwrap_or_default();
+        let good = reps.len() == n
+            && reps
+                .iter()
+                .all(|r| r["revision"] == rev && r["healthy"] == true);
+        if s["stable_revision"] == rev && good {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never stable on revision {rev} with {n} replicas: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
+    let bin = build_example();
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start(&dir.path().join("data"), None);
+    ok(g.cli(&["tenant", "create", "acme"]));
+    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
+    ok(g.cli_with(
+        &["secret", "put", "acme/staging/db-password"],
+        &[(
+            "GANTRY_TOKEN",
+            &format!("@{}", g.data.join("admin.token").display()),
+        )],
+        Some("s3cr3t-db-pass"),
+    ));
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::copy(&bin, dist.join("customers-mngr")).unwrap();
+    ok(g.cli(&[
+        "artifact",
+        "push",
+        "acme/customers-mngr@1.0.0",
+        dist.to_str().unwrap(),
+    ]));
+    ok(g.cli(&[
+        "route",
+        "create",
+        "acme/staging/customers",
+        "--host",
+        "customers.acme.test",
+        "--to",
+        "service:customers",
+        "--allow-http",
+    ]));
+    let deploy = |version: &str, health: &str| {
+        g.cli(&[
+            "service",
+            "deploy",
+            "acme/staging/customers",
+            "--artifact",
+            "customers-mngr@1.0.0",
+            "--cmd",
+            "./customers-mngr",
+            "--replicas",
+            "2",
+            "--env",
+            &format!("VERSION={version}"),
+            "--secret",
+            "DB_PASSWORD=db-password",
+            "--health",
+            health,
+            "--health-deadline",
+            "5s",
+        ])
+    };
+    ok(deploy("v1", "/health"));
+    until_stable(&g, 1, 2);
+
+    // Constant load through the edge, bounded in count and time.
+    let (okc, failed, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let edge = g.edge_http.clone();
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (okc, failed, stop, edge) = (okc.clone(), failed.clone(), stop.clone(), edge.clone());
+        load.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let c = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let started = Instant::now();
+                for _ in 0..200_000 {
+                    if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(240)
+                    {
+                        break;
+                    }
+                    match c
+                        .get(format!("http://{edge}/customers"))
+                        .header("host", "customers.acme.test")
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => okc.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed request: {:?}", other.map(|r| r.status()));
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            });
+        }));
+    }
+    // A new revision rolls out...
+    ok(deploy("v2", "/health"));
+    until_stable(&g, 2, 2);
+    // ... is rolled back by hand ...
+    ok(g.cli(&["service", "rollback", "acme/staging/customers", "--to", "1"]));
+    until_stable(&g, 1, 2);
+    // ... and a revision that never becomes healthy is undone automatically.
+    ok(deploy("v3", "/nope"));
+    let start = Instant::now();
+    loop {
+        let s = status(&g);
+        if s["target_revision"] == 1
+            && s["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("revision 3 did not become healthy"))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no automatic rollback: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    until_stable(&g, 1, 2);
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let (n, f) = (okc.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(n > 100, "the load ran ({n})");
+    assert_eq!(f, 0, "{f} of {} requests failed", n + f);
+
+    // History says who deployed what; revision 3 failed with its reason.
+    let h: serde_json::Value = serde_json::from_str(&ok(g.cli(&[
+        "service",
+        "history",
+        "acme/staging/customers",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let revs = h["items"].as_array().unwrap();
+    assert_eq!(revs.len(), 3);
+    assert_eq!(revs[0]["status"], "failed");
+    assert_eq!(revs[0]["created_by"], "admin");
+    // The secret's value is nowhere: not in the revision, the status, the logs or files.
+    let logs = ok(g.cli(&["service", "logs", "acme/staging/customers"]));
+    assert!(logs.contains("GET /customers"), "{logs}");
+    for text in [h.to_string(), status(&g).to_string(), logs, g.output()] {
+        assert!(
+            !text.contains("s3cr3t-db-pass"),
+            "the secret leaked: {text}"
+        );
+    }
+    let mut stack = vec![g.data.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains("s3cr3t-db-pass"),
+                    "{} holds the secret",
+                    p.display()
+                );
+            }
+        }
+    }
+    ok(g.cli(&["service", "stop", "acme/staging/customers"]));
+    let start = Instant::now();
+    while !status(&g)["replicas"].as_array().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "replicas still running after stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    g.stop();
+}

@@ -1,0 +1,357 @@
+//! Services: deploys as immutable revisions, and the reconciler that makes the running
+//! replicas match the desired state (which revision, how many, running or stopped).
+//!
+//! A rollout is a sequence of small steps, one per tick and service, each safe to stop at:
+//! start a replica of the target revision, wait until its health check passes, register it
+//! with the edge; then drain one replica of an older revision (no new requests), wait for
+//! the edge to stop sending to it, deregister and stop it. A new revision that does not
+//! become healthy within its deadline is undone: the service goes back to its last stable
+//! revision (a deployment circuit breaker) and says why.
+//!
+//! Secret values are read from the keyring when a replica starts and handed to the runtime
+//! in the process environment only. This crate must never store, log or return a value.
+
+mod reconcile;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use model::artifacts::ArtifactRef;
+use model::services::{DeploySpec, RevisionInfo, ServiceInfo, ServiceReplica, ServiceState};
+use model::{Code, Name, Scope};
+use runtime::{ReplicaId, Runtime};
+use store::services::ServiceChange;
+use store::{Actor, Store, StoreError};
+
+pub use reconcile::TickReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] secrets::SecretsError),
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::ArtifactError),
+    #[error("runtime: {0}")]
+    Runtime(#[from] runtime::Error),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> Code {
+        match self {
+            ServiceError::Invalid(_) => Code::InvalidArgument,
+            ServiceError::Store(e) => e.code(),
+            ServiceError::Keys(e) => e.code(),
+            ServiceError::Artifacts(e) => e.code(),
+            ServiceError::Runtime(_) => Code::Internal,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Timings of the reconciler.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    /// How often desired and running state are compared.
+    pub tick: Duration,
+    /// After draining a replica, how long the edge gets to stop sending to it before it
+    /// is stopped (at least the edge's poll interval plus the longest request expected).
+    pub drain: Duration,
+    /// Where artifacts are unpacked (one directory per revision).
+    pub work_dir: PathBuf,
+}
+
+/// Services of one installation, and the state the reconciler keeps between ticks.
+pub struct Services {
+    pub(crate) store: Arc<Store>,
+    pub(crate) keyring: Arc<secrets::Keyring>,
+    pub(crate) registry: Arc<artifacts::Registry>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) config: ServicesConfig,
+    /// Replicas whose health check passed since they started.
+    pub(crate) healthy: Mutex<HashSet<ReplicaId>>,
+    /// Serializes ticks (a manual tick and the background loop).
+    pub(crate) tick_lock: tokio::sync::Mutex<()>,
+}
+
+fn env_parts(scope: &Scope) -> Result<(Name, Name)> {
+    match scope {
+        Scope::Environment(t, e) => Ok((t.clone(), e.clone())),
+        _ => Err(ServiceError::Invalid(
+            "services live in an environment".into(),
+        )),
+    }
+}
+
+impl Services {
+    pub fn new(
+        store: Arc<Store>,
+        keyring: Arc<secrets::Keyring>,
+        registry: Arc<artifacts::Registry>,
+        runtime: Arc<dyn Runtime>,
+        config: ServicesConfig,
+    ) -> Arc<Services> {
+        Arc::new(Services {
+            store,
+            keyring,
+            registry,
+            runtime,
+            config,
+            healthy: Mutex::new(HashSet::new()),
+            tick_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Records `spec` as a new revision and makes it the target; the reconciler rolls it
+    /// out. The artifact and the secrets must exist now (their values are read at start).
+    pub async fn deploy(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        service: &Name,
+        spec: &DeploySpec,
+    ) -> Result<RevisionInfo> {
+        spec.validate()
+            .map_err(|e| ServiceError::Invalid(e.message))?;
+        let (tenant, _) = env_parts(scope)?;
+        let r = ArtifactRef::parse(&format!("{tenant}/{}", spec.artifact))
+            .map_err(|e| ServiceError::Invalid(e.message))?;
+        self.registry.show(&r).await.map_err(|e| match e {
+            artifacts::ArtifactError::Store(StoreError::NotFound(_)) => {
+                ServiceError::Invalid(format!("artifact {r} does not exist: push it first"))
+            }
+            e => e.into(),
+        })?;
+        for (var, name) in &spec.secrets {
+            match self.keyring.secret_info(scope, name).await {
+                Ok(_) => {}
+                Err(secrets::SecretsError::Store(StoreError::NotFound(_))) => {
+                    return Err(ServiceError::Invalid(format!(
+                        "secret {scope}/{name} (for {var}) does not exist"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self
+            .store
+            .deploy_revision(actor, scope, service.as_str(), spec)
+            .await?)
+    }
+
+    /// A service's desired state and its replicas as the runtime sees them.
+    pub async fn status(&self, scope: &Scope, service: &Name) -> Result<ServiceInfo> {
+        let mut info = self.store.service(scope, service.as_str()).await?;
+        info.replicas = self.replicas_of(scope, service).await;
+        Ok(info)
+    }
+
+    pub async fn list(&self, scope: &Scope) -> Result<Vec<ServiceInfo>> {
+        let mut out = self.store.services(scope).await?;
+        for s in &mut out {
+            if let Some(name) = s.name.rsplit('/').next().and_then(|n| Name::parse(n).ok()) {
+                s.replicas = self.replicas_of(scope, &name).await;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn replicas_of(&self, scope: &Scope, service: &Name) -> Vec<ServiceReplica> {
+        let healthy = self
+            .healthy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Ok((t, e)) = env_parts(scope) else {
+            return Vec::new();
+        };
+        self.runtime
+            .list()
+            .await
+            .into_iter()
+            .filter(|r| r.id.tenant == t && r.id.environment == e && &r.id.service == service)
+            .map(|r| ServiceReplica {
+                id: r.id.to_string(),
+                revision: r.id.revision,
+                state: format!("{:?}", r.state).to_lowercase(),
+                healthy: healthy.contains(&r.id),
+                port: r.port,
+                restarts: r.restarts,
+            })
+            .collect()
+    }
+
+    pub async fn history(&self, scope: &Scope, service: &Name) -> Result<Vec<RevisionInfo>> {
+        self.store.service(scope, service.as_str()).await?;
+        Ok(self.store.revisions(scope, service.as_str()).await?)
+    }
+
+    /// Makes an earlier revision the target again: `to`, or the last stable one.
+    pub async fn rollback(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        service: &Name,
+        to: Option<u64>,
+    ) -> Result<ServiceInfo> {
+        let s = self.store.service(scope, service.as_str()).await?;
+        let to = match to {
+            Some(n) => n,
+            None => {
+                // The newest revision before the target that ran healthy.
+                let revs = self.store.revisions(scope, service.as_str()).await?;
+                revs.iter()
+                    .filter(|r| r.number < s.target_revision)
+                    .find(|r| {
+                        matches!(
+                            r.status,
+                            model::services::RevisionStatus::Active
+                                | model::services::RevisionStatus::Superseded
+                        )
+                    })
+                    .map(|r| r.number)
+                    .ok_or_else(|| {
+                        ServiceError::Invalid(format!(
+                            "service {scope}/{service} has no earlier healthy revision to return to"
+                        ))
+                    })?
+            }
+        };
+        if to == s.target_revision {
+            return Err(ServiceError::Invalid(format!(
+                "service {scope}/{service} already runs revision {to}"
+            )));
+        }
+        let change = ServiceChange {
+            target_revision: Some(to),
+            state: Some(ServiceState::Running),
+            message: Some(Some(format!(
+                "rolled back to revision {to} by {}",
+                actor.principal
+            ))),
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .update_service(
+                actor,
+                scope,
+                service.as_str(),
+                &change,
+                "service.rollback",
+                format!("to={to}"),
+            )
+            .await?)
+    }
+
+    pub async fn scale(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        service: &Name,
+        replicas: u32,
+    ) -> Result<ServiceInfo> {
+        if replicas == 0 || replicas > model::services::MAX_REPLICAS {
+            return Err(ServiceError::Invalid(format!(
+                "replicas must be 1..{} (use `service stop` to run none)",
+                model::services::MAX_REPLICAS
+            )));
+        }
+        let change = ServiceChange {
+            desired_replicas: Some(replicas),
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .update_service(
+                actor,
+                scope,
+                service.as_str(),
+                &change,
+                "service.scale",
+                format!("replicas={replicas}"),
+            )
+            .await?)
+    }
+
+    pub async fn set_running(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        service: &Name,
+        running: bool,
+    ) -> Result<ServiceInfo> {
+        let (state, action) = if running {
+            (ServiceState::Running, "service.start")
+        } else {
+            (ServiceState::Stopped, "service.stop")
+        };
+        let change = ServiceChange {
+            state: Some(state),
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .update_service(
+                actor,
+                scope,
+                service.as_str(),
+                &change,
+                action,
+                String::new(),
+            )
+            .await?)
+    }
+
+    pub async fn delete(&self, actor: &Actor, scope: &Scope, service: &Name) -> Result<()> {
+        Ok(self
+            .store
+            .delete_service(actor, scope, service.as_str())
+            .await?)
+    }
+
+    /// The last `lines` log lines of the service's replicas (or of replica `index`).
+    pub async fn logs(
+        &self,
+        scope: &Scope,
+        service: &Name,
+        index: Option<u32>,
+        lines: usize,
+    ) -> Result<Vec<String>> {
+        self.store.service(scope, service.as_str()).await?;
+        let (t, e) = env_parts(scope)?;
+        let mut out = Vec::new();
+        for r in self.runtime.list().await {
+            if r.id.tenant == t
+                && r.id.environment == e
+                && &r.id.service == service
+                && index.is_none_or(|i| r.id.index == i)
+            {
+                for l in self.runtime.logs_tail(&r.id, lines).await? {
+                    out.push(format!("{} {l}", r.id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `tick` every `config.tick` until the task is dropped.
+    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(self.config.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if let Err(e) = self.tick().await {
+                    tracing::warn!(error = %e, "service reconciler tick failed; retrying next tick");
+                }
+            }
+        })
+    }
+}
