@@ -59,12 +59,41 @@ impl Scheme {
     }
 }
 
-/// The proxy of one listener: its current routing snapshot and its upstream connection pool.
-pub struct Proxy {
-    table: ArcSwap<RouteTable>,
-    client: Client<HttpConnector, UpBody>,
+/// Upstream connection pools: HTTP/1.1 with keep-alive, and h2c. A pool's connections are
+/// tasks of the runtime that opened them, so each worker runtime has pools of its own.
+pub(crate) struct Clients {
+    http1: Client<HttpConnector, UpBody>,
     /// HTTP/2 over cleartext (prior knowledge), for routes whose upstreams speak h2c.
     h2c: Client<HttpConnector, UpBody>,
+}
+
+impl Clients {
+    fn new() -> Clients {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Clients { http1, h2c }
+    }
+}
+
+/// The proxy of one listener: its current routing snapshot and its upstream connection pool
+/// (one per worker runtime with `spawn_workers`).
+pub struct Proxy {
+    table: ArcSwap<RouteTable>,
+    /// The pools of `serve` and `handle` (worker runtimes have their own).
+    clients: Arc<Clients>,
     epoch: Instant,
     unrouted: AtomicU64,
     connections: AtomicU64,
@@ -87,25 +116,9 @@ pub type MetricsSource = Box<dyn Fn() -> String + Send + Sync>;
 
 impl Proxy {
     pub fn new(table: RouteTable) -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(table),
-            client,
-            h2c,
+            clients: Arc::new(Clients::new()),
             epoch: Instant::now(),
             unrouted: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -184,8 +197,71 @@ impl Proxy {
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: watch::Receiver<bool>,
+        drain: Duration,
+    ) {
+        let clients = self.clients.clone();
+        self.serve_with(listener, tls, shutdown, drain, clients)
+            .await
+    }
+
+    /// Serves `listeners` (from `bind_workers`), each on a thread of its own running a
+    /// single-threaded runtime with its own upstream connection pools, so that a request is
+    /// accepted, forwarded and answered on one thread, as nginx's workers do. Each worker
+    /// stops as `serve` does when `shutdown` turns true; `Workers::join` waits for all.
+    pub fn spawn_workers(
+        self: &Arc<Self>,
+        listeners: Vec<std::net::TcpListener>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: watch::Receiver<bool>,
+        drain: Duration,
+    ) -> std::io::Result<Workers> {
+        let accepted: Arc<[AtomicU64]> = listeners.iter().map(|_| AtomicU64::new(0)).collect();
+        let mut done = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            listener.set_nonblocking(true)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let (proxy, tls, shutdown) = (self.clone(), tls.clone(), shutdown.clone());
+            let accepted = accepted.clone();
+            std::thread::Builder::new()
+                .name(format!("gantry-edge-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let listener = match TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "edge worker cannot listen");
+                                return;
+                            }
+                        };
+                        let clients = Arc::new(Clients::new());
+                        let counted = CountingListener {
+                            inner: listener,
+                            accepted: &accepted[i],
+                        };
+                        proxy
+                            .serve_with(counted, tls, shutdown, drain, clients)
+                            .await;
+                    });
+                    // Connections still open past the drain bound end with the runtime.
+                    drop(rt);
+                    let _ = tx.send(());
+                })?;
+            done.push(rx);
+        }
+        Ok(Workers { done, accepted })
+    }
+
+    async fn serve_with<L: Accept>(
+        self: Arc<Self>,
+        listener: L,
+        tls: Option<Arc<rustls::ServerConfig>>,
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
+        clients: Arc<Clients>,
     ) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -222,13 +298,14 @@ impl Proxy {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
+            let clients = clients.clone();
             tokio::spawn(async move {
                 proxy.connections.fetch_add(1, Ordering::Relaxed);
                 match acceptor {
                     None => {
                         proxy
                             .clone()
-                            .serve_conn(&builder, watcher, tcp, peer, scheme)
+                            .serve_conn(&builder, watcher, tcp, peer, scheme, clients)
                             .await
                     }
                     Some(acceptor) => {
@@ -236,7 +313,7 @@ impl Proxy {
                             Ok(Ok(tls)) => {
                                 proxy
                                     .clone()
-                                    .serve_conn(&builder, watcher, tls, peer, scheme)
+                                    .serve_conn(&builder, watcher, tls, peer, scheme, clients)
                                     .await
                             }
                             Ok(Err(e)) => {
@@ -268,13 +345,14 @@ impl Proxy {
         io: I,
         peer: SocketAddr,
         scheme: Scheme,
+        clients: Arc<Clients>,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = self;
         let svc = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer, scheme).await) }
+            let (proxy, clients) = (proxy.clone(), clients.clone());
+            async move { Ok::<_, Infallible>(proxy.handle_with(&clients, req, peer, scheme).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         let _ = watcher.watch(conn.into_owned()).await;
@@ -283,6 +361,16 @@ impl Proxy {
     /// Routes and forwards one request. Never fails: errors are JSON answers.
     pub async fn handle(
         &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<RespBody> {
+        self.handle_with(&self.clients, req, peer, scheme).await
+    }
+
+    async fn handle_with(
+        &self,
+        clients: &Clients,
         req: Request<Incoming>,
         peer: SocketAddr,
         scheme: Scheme,
@@ -340,7 +428,7 @@ impl Proxy {
             {
                 return redirect(&host, *port, req.uri());
             }
-            let resp = match self.forward(route, req, &host, peer, scheme).await {
+            let resp = match self.forward(clients, route, req, &host, peer, scheme).await {
                 Ok(resp) => resp,
                 Err(back) => {
                     let fresh = self.table.load_full();
@@ -418,6 +506,7 @@ impl Proxy {
     /// request back (`Err`) so the caller can route it on a newer snapshot.
     async fn forward(
         &self,
+        clients: &Clients,
         route: &Route,
         req: Request<Incoming>,
         host: &str,
@@ -477,7 +566,11 @@ impl Proxy {
                 h.insert(header::UPGRADE, proto.clone());
             }
             let _flight = InFlight::new(ep);
-            let client = if route.h2c { &self.h2c } else { &self.client };
+            let client = if route.h2c {
+                &clients.h2c
+            } else {
+                &clients.http1
+            };
             let result = tokio::time::timeout(route.timeout, client.request(up_req)).await;
             match result {
                 Ok(Ok(resp)) => {
@@ -531,6 +624,92 @@ impl Proxy {
             ep.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(upstream = %upstream.name, endpoint = %ep.addr, seconds = dur.as_secs(), "ejected a failing endpoint");
         }
+    }
+}
+
+/// The worker threads serving one address (`Proxy::spawn_workers`).
+pub struct Workers {
+    done: Vec<tokio::sync::oneshot::Receiver<()>>,
+    accepted: Arc<[AtomicU64]>,
+}
+
+impl Workers {
+    /// Connections each worker accepted so far.
+    pub fn accepted(&self) -> Vec<u64> {
+        self.accepted
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Waits until every worker has stopped (after shutdown and its drain).
+    pub async fn join(self) {
+        for rx in self.done {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Binds `addr` `workers` times (at least once) with `SO_REUSEPORT`: the kernel spreads new
+/// connections over the sockets. With port 0, every socket gets the first one's port.
+pub fn bind_workers(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out: Vec<std::net::TcpListener> = Vec::new();
+    let mut addr = addr;
+    for _ in 0..workers.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        if out.is_empty() {
+            addr = listener.local_addr()?;
+        }
+        out.push(listener);
+        if cfg!(not(all(
+            unix,
+            not(any(target_os = "solaris", target_os = "illumos"))
+        ))) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A listening socket for the accept loop.
+trait Accept: Send {
+    fn accept(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<(tokio::net::TcpStream, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        TcpListener::accept(self).await
+    }
+}
+
+/// A worker's listener, counting the connections it accepts.
+struct CountingListener<'a> {
+    inner: TcpListener,
+    accepted: &'a AtomicU64,
+}
+
+impl Accept for CountingListener<'_> {
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        let r = self.inner.accept().await;
+        if r.is_ok() {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 }
 
