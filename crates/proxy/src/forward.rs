@@ -350,9 +350,11 @@ impl Proxy {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = self;
+        // The client's address as a header value, made once per connection.
+        let client = ClientInfo::new(peer, scheme);
         let svc = service_fn(move |req| {
-            let (proxy, clients) = (proxy.clone(), clients.clone());
-            async move { Ok::<_, Infallible>(proxy.handle_with(&clients, req, peer, scheme).await) }
+            let (proxy, clients, client) = (proxy.clone(), clients.clone(), client.clone());
+            async move { Ok::<_, Infallible>(proxy.handle_with(&clients, req, &client).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         let _ = watcher.watch(conn.into_owned()).await;
@@ -365,30 +367,38 @@ impl Proxy {
         peer: SocketAddr,
         scheme: Scheme,
     ) -> Response<RespBody> {
-        self.handle_with(&self.clients, req, peer, scheme).await
+        self.handle_with(&self.clients, req, &ClientInfo::new(peer, scheme))
+            .await
     }
 
     async fn handle_with(
         &self,
         clients: &Clients,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        scheme: Scheme,
+        client: &ClientInfo,
     ) -> Response<RespBody> {
+        let (peer, scheme) = (client.peer, client.scheme);
         let mut table = self.table.load_full();
-        let host = match request_host(&req) {
-            Some(h) => h.to_string(),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    Code::BadRequest,
-                    "the request has no host",
-                )
-            }
+        // What outlives `req` (moved into `forward`) is kept as clones of its URI and header
+        // values, which share the request's buffers: no copy.
+        let uri = req.uri().clone();
+        let host_value = match uri.host() {
+            Some(_) => None,
+            None => req.headers().get(header::HOST).cloned(),
+        };
+        let Some(host) = uri
+            .host()
+            .or_else(|| host_value.as_ref().and_then(|v| v.to_str().ok()))
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Code::BadRequest,
+                "the request has no host",
+            );
         };
         let mut req = req;
         let request_id = ensure_request_id(req.headers_mut());
-        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let (method, path) = (req.method().clone(), uri.path());
         let started = Instant::now();
         if scheme == Scheme::Http && method == http::Method::GET {
             if let (Some(token), Some(source)) = (
@@ -410,7 +420,7 @@ impl Proxy {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let Some(route) = table.find(&host, &path) else {
+            let Some(route) = table.find(host, path) else {
                 if let Some(source) = self.metrics_source.get() {
                     if path == "/metrics" && method == http::Method::GET {
                         return metrics_response(source());
@@ -426,9 +436,14 @@ impl Proxy {
             if let (Scheme::Http, Some(port), false) =
                 (scheme, self.https_port.get(), route.allow_http)
             {
-                return redirect(&host, *port, req.uri());
+                return redirect(host, *port, req.uri());
             }
-            let resp = match self.forward(clients, route, req, &host, peer, scheme).await {
+            let fwd = Forwarded {
+                host,
+                host_value: host_value.as_ref(),
+                client,
+            };
+            let resp = match self.forward(clients, route, req, &fwd).await {
                 Ok(resp) => resp,
                 Err(back) => {
                     let fresh = self.table.load_full();
@@ -446,9 +461,9 @@ impl Proxy {
             };
             let done = Done {
                 route,
-                host: &host,
+                host,
                 method: &method,
-                path: &path,
+                path,
                 request_id: &request_id,
                 peer,
                 started,
@@ -490,14 +505,12 @@ impl Proxy {
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 upstream = upstream.as_deref().unwrap_or("-"),
                 bytes = bytes,
-                request_id = %request_id,
+                request_id = request_id.to_str().unwrap_or("-"),
                 client = %peer.ip(),
                 "access"
             );
         }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         resp
     }
 
@@ -509,9 +522,7 @@ impl Proxy {
         clients: &Clients,
         route: &Route,
         req: Request<Incoming>,
-        host: &str,
-        peer: SocketAddr,
-        scheme: Scheme,
+        fwd: &Forwarded<'_>,
     ) -> Result<Response<RespBody>, Request<Incoming>> {
         if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
             return Ok(error(
@@ -527,11 +538,12 @@ impl Proxy {
         let bodiless = is_bodiless(&parts.headers);
         let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = [0usize; MAX_ATTEMPTS];
+        let mut attempts = 0;
         loop {
             let now = self.now_ms();
-            let Some((idx, ep)) = route.upstream.pick(now, &tried) else {
-                if tried.is_empty() {
+            let Some((idx, ep)) = route.upstream.pick(now, &tried[..attempts]) else {
+                if attempts == 0 {
                     if let Some(b) = body.take() {
                         return Err(Request::from_parts(parts, b));
                     }
@@ -542,7 +554,8 @@ impl Proxy {
                     "no upstream could be reached",
                 ));
             };
-            tried.push(idx);
+            tried[attempts] = idx;
+            attempts += 1;
             let up_body = match (bodiless, body.take()) {
                 (true, _) => Either::Right(Empty::new()),
                 (false, Some(b)) => Either::Left(b),
@@ -555,11 +568,10 @@ impl Proxy {
                     ))
                 }
             };
-            let mut up_req =
-                match upstream_request(&parts, up_body, route, &ep.authority, host, peer, scheme) {
-                    Ok(r) => r,
-                    Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
-                };
+            let mut up_req = match upstream_request(&parts, up_body, route, &ep.authority, fwd) {
+                Ok(r) => r,
+                Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
+            };
             if let Some(proto) = &upgrade {
                 let h = up_req.headers_mut();
                 h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -585,7 +597,7 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     self.account(&route.upstream, ep, true);
-                    let retry = e.is_connect() && bodiless && tried.len() < MAX_ATTEMPTS;
+                    let retry = e.is_connect() && bodiless && attempts < MAX_ATTEMPTS;
                     tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
                     if !retry {
                         return Ok(error(
@@ -729,14 +741,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().host().or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
-}
-
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -745,33 +749,85 @@ fn is_bodiless(h: &HeaderMap) -> bool {
     !h.contains_key(header::TRANSFER_ENCODING) && content_length(h).unwrap_or(0) == 0
 }
 
-/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded. `connection` first.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+/// Whether `name` is listed in `connection` (which makes it hop-by-hop too).
+fn listed_in_connection(connection: &[HeaderValue], name: &HeaderName) -> bool {
+    connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// The values of `connection` (usually none or one).
+fn connection_values(h: &HeaderMap) -> Vec<HeaderValue> {
+    h.get_all(header::CONNECTION).iter().cloned().collect()
+}
+
+/// Removes hop-by-hop headers and those `connection` lists. One pass over the names finds
+/// which are there, so a map without any is left untouched.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut found = [false; 9];
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+            found[i] = true;
+        }
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    if found[0] {
+        for v in connection_values(h) {
+            for token in v.to_str().unwrap_or("").split(',') {
+                h.remove(token.trim());
+            }
+        }
     }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if found[i] {
+            h.remove(n);
+        }
+    }
+}
+
+/// The client of a connection, as the forwarding headers tell it.
+#[derive(Clone)]
+pub(crate) struct ClientInfo {
+    peer: SocketAddr,
+    scheme: Scheme,
+    /// `peer`'s IP address as a header value (`x-forwarded-for`).
+    ip: HeaderValue,
+}
+
+impl ClientInfo {
+    fn new(peer: SocketAddr, scheme: Scheme) -> ClientInfo {
+        let ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientInfo { peer, scheme, ip }
+    }
+}
+
+/// What a forwarded request says about where it came from.
+pub(crate) struct Forwarded<'a> {
+    /// The host the request was routed by.
+    host: &'a str,
+    /// The client's `host` header, when `host` came from it.
+    host_value: Option<&'a HeaderValue>,
+    client: &'a ClientInfo,
 }
 
 fn upstream_request(
@@ -779,9 +835,7 @@ fn upstream_request(
     body: UpBody,
     route: &Route,
     authority: &http::uri::Authority,
-    host: &str,
-    peer: SocketAddr,
-    scheme: Scheme,
+    fwd: &Forwarded<'_>,
 ) -> Result<Request<UpBody>, &'static str> {
     let pq: http::uri::PathAndQuery = match (&route.path, route.strip_prefix) {
         (crate::PathMatch::Prefix(p), true) if p != "/" => {
@@ -810,26 +864,7 @@ fn upstream_request(
     uri.authority = Some(authority.clone());
     uri.path_and_query = Some(pq);
     let uri = Uri::from_parts(uri).map_err(|_| "invalid request path")?;
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(k, v);
-        }
-    };
-    set(&mut headers, "x-forwarded-for", &xff);
-    set(&mut headers, "x-forwarded-proto", scheme.as_str());
-    set(&mut headers, "x-forwarded-host", host);
-    if !headers.contains_key("traceparent") {
-        set(&mut headers, "traceparent", &new_traceparent());
-    }
-    if !headers.contains_key(header::HOST) {
-        set(&mut headers, "host", host);
-    }
+    let mut headers = forwarded_headers(&parts.headers, fwd);
     route.request_headers.apply(&mut headers);
     let version = if route.h2c {
         http::Version::HTTP_2
@@ -844,6 +879,63 @@ fn upstream_request(
         .map_err(|_| "invalid request")?;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// The client's headers as the upstream gets them: without hop-by-hop headers, with
+/// `x-forwarded-for` (appended to), `x-forwarded-proto`, `x-forwarded-host`, a `traceparent`
+/// when there is none, and `host` when the client sent none (HTTP/2). Built in one pass;
+/// values are shared with the client's request, not copied.
+fn forwarded_headers(src: &HeaderMap, fwd: &Forwarded<'_>) -> HeaderMap {
+    let connection = if src.contains_key(header::CONNECTION) {
+        connection_values(src)
+    } else {
+        Vec::new()
+    };
+    let mut h = HeaderMap::with_capacity(src.len() + 5);
+    let mut prev_xff: Option<&HeaderValue> = None;
+    let (mut has_traceparent, mut has_host) = (false, false);
+    for (name, value) in src {
+        if HOP_BY_HOP.contains(name)
+            || (!connection.is_empty() && listed_in_connection(&connection, name))
+        {
+            continue;
+        }
+        if *name == X_FORWARDED_FOR {
+            prev_xff = prev_xff.or(Some(value));
+            continue;
+        }
+        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+            continue;
+        }
+        has_traceparent |= *name == TRACEPARENT;
+        has_host |= *name == header::HOST;
+        h.append(name.clone(), value.clone());
+    }
+    let xff = match prev_xff.and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", fwd.client.peer.ip())).ok(),
+        None => Some(fwd.client.ip.clone()),
+    };
+    if let Some(xff) = xff {
+        h.insert(X_FORWARDED_FOR, xff);
+    }
+    h.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(fwd.client.scheme.as_str()),
+    );
+    let host = match fwd.host_value {
+        Some(v) => Some(v.clone()),
+        None => HeaderValue::from_str(fwd.host).ok(),
+    };
+    if let Some(host) = host {
+        if !has_host {
+            h.insert(header::HOST, host.clone());
+        }
+        h.insert(X_FORWARDED_HOST, host);
+    }
+    if !has_traceparent {
+        h.insert(TRACEPARENT, new_traceparent());
+    }
+    h
 }
 
 /// The protocol a client asks to switch to (`Connection: upgrade` + `Upgrade: X`), if any.
@@ -915,9 +1007,21 @@ fn switch_protocols(
 }
 
 /// A W3C trace context for a request that came without one.
-fn new_traceparent() -> String {
+fn new_traceparent() -> HeaderValue {
     let r: [u64; 3] = rand::random();
-    format!("00-{:016x}{:016x}-{:016x}-01", r[0], r[1], r[2] | 1)
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex_into(&mut buf[3..19], r[0]);
+    hex_into(&mut buf[19..35], r[1]);
+    hex_into(&mut buf[36..52], r[2] | 1);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Writes `v` as 16 lowercase hex digits into `out`.
+fn hex_into(out: &mut [u8], v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate().take(16) {
+        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
 }
 
 fn downstream_response(resp: Response<Incoming>, route: &Route) -> Response<RespBody> {
@@ -933,7 +1037,7 @@ struct Done<'a> {
     host: &'a str,
     method: &'a http::Method,
     path: &'a str,
-    request_id: &'a str,
+    request_id: &'a HeaderValue,
     peer: SocketAddr,
     started: Instant,
 }
@@ -944,24 +1048,22 @@ struct UpstreamAddr(SocketAddr);
 
 /// The request's `x-request-id` when it is sane, or a new one set on the request; the
 /// upstream sees it and the client gets it back.
-fn ensure_request_id(h: &mut HeaderMap) -> String {
-    if let Some(id) = h
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-    {
-        return id.to_string();
+fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = h.get(X_REQUEST_ID).filter(|v| {
+        let v = v.as_bytes();
+        !v.is_empty()
+            && v.len() <= 128
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    }) {
+        return id.clone();
     }
     let r: [u64; 2] = rand::random();
-    let id = format!("{:016x}{:016x}", r[0], r[1]);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        h.insert("x-request-id", v);
-    }
+    let mut buf = [0u8; 32];
+    hex_into(&mut buf[..16], r[0]);
+    hex_into(&mut buf[16..], r[1]);
+    let id = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    h.insert(X_REQUEST_ID, id.clone());
     id
 }
 
