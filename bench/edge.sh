@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Measures the edge's HTTP/1.1 proxying side by side with nginx and HAProxy, in one run, on
-# loopback:
-#   upstream  nginx (1 worker) answering `return 200 "hello, world\n"` (13 bytes)
+# loopback, over plain HTTP and over HTTPS:
+#   upstream  nginx (1 worker) answering `return 200 "hello, world\n"` (13 bytes), plain HTTP
 #   direct    wrk -> upstream
-#   gantry    wrk -> gantry up --http (route bench/prod/hello, host bench.test) -> upstream
+#   gantry    wrk -> gantry up --http / --https (route bench/prod/hello, host bench.test,
+#             --allow-http; certificate bench/prod/bench) -> upstream
 #   nginx     wrk -> nginx reverse proxy (2 workers, keep-alive upstream pool) -> upstream
 #   haproxy   wrk -> HAProxy (mode http, 2 threads, http-reuse always) -> upstream
+# HTTPS: the three proxies terminate TLS with the same certificate and key (ECDSA P-256, for
+# bench.test, made with openssl), TLS 1.2 and 1.3, key exchange X25519 then P-256, ALPN h2
+# and http/1.1, session resumption through a server-side session cache (no session-ticket
+# keys); wrk keeps its connections alive, so handshakes are amortized as for plain HTTP.
 # Each target gets a 2 s warm-up, then wrk --latency at three loads, BENCH_DURATION seconds
 # each (default 10): saturation (-t2 -c64), moderate (-t1 -c8; closed loop, so it still
 # saturates the CPUs) and light (-t1 -c8 with a 1 ms pause before each request on each
-# connection: at most ~8,000 requests/s, the CPUs are not saturated). All requests carry
-# `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
+# connection: at most ~8,000 requests/s, the CPUs are not saturated); over HTTPS, saturation
+# and moderate only. All requests carry `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
 # load (halfway through the saturation run, and the peak), and the CPU time each proxy
 # process tree spends per request (from /proc/PID/stat).
 #
 # Usage: bench/edge.sh     Prints Markdown tables on stdout, wrk's and the set-up's output
-#                          on stderr. About 2.5 minutes once the binary is built.
+#                          on stderr. About 3.5 minutes once the binary is built.
 # Environment:
 #   CARGO_TARGET_DIR   default /var/tmp/gantry-target-bench
 #   BENCH_BIN          a gantry binary to use instead of building this tree
@@ -36,7 +41,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target-bench}
 # nginx, HAProxy and wrk from Debian when missing. The script runs its own instances with
 # their own configurations and ports; a system nginx or HAProxy is left alone.
 missing=()
-for tool in nginx haproxy wrk; do
+for tool in nginx haproxy wrk openssl; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -69,13 +74,13 @@ trap 'exit 130' INT TERM
 
 # Random free high ports, distinct from each other.
 PORTS=()
-while [ ${#PORTS[@]} -lt 5 ]; do
-  p=$((20000 + RANDOM % 40000))
+while [ ${#PORTS[@]} -lt 8 ]; do
+  p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-60999)
   [[ " ${PORTS[*]} " == *" $p "* ]] && continue
   ss -Htln "sport = :$p" 2>/dev/null | grep -q . && continue
   PORTS+=("$p")
 done
-read -r P_UP P_API P_GANTRY P_NGX P_HAP <<<"${PORTS[*]}"
+read -r P_UP P_API P_GANTRY P_NGX P_HAP P_GANTRY_TLS P_NGX_TLS P_HAP_TLS <<<"${PORTS[*]}"
 
 # Waits (at most 10 s) until `curl ARGS...` prints something containing "hello".
 wait_hello() {
@@ -89,6 +94,16 @@ wait_hello() {
   BENCH_KEEP=1
   exit 1
 }
+
+# --- the certificate all three proxies serve: ECDSA P-256, for bench.test --------------------
+TLS_DIR="$WORK/tls"
+mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+  -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/haproxy.pem"
+# curl ARGS for https://bench.test:PORT/ on 127.0.0.1, checking the certificate.
+tls_curl() { echo --resolve "bench.test:$1:127.0.0.1" --cacert "$TLS_DIR/cert.pem" "https://bench.test:$1/"; }
 
 # --- upstream: nginx, 1 worker, a 13-byte answer -------------------------------------
 mkdir -p "$WORK/up" "$WORK/ngx"
@@ -143,8 +158,15 @@ wait_hello "the upstream" "http://127.0.0.1:$P_UP/"
     keepalive 64;
     keepalive_requests 1000000;
   }
+  ssl_certificate $TLS_DIR/cert.pem;
+  ssl_certificate_key $TLS_DIR/key.pem;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_ecdh_curve X25519:prime256v1;
+  ssl_session_cache shared:SSL:10m;
+  ssl_session_tickets off;
   server {
     listen 127.0.0.1:$P_NGX;
+    listen 127.0.0.1:$P_NGX_TLS ssl http2;
     location / {
       proxy_pass http://u;
       proxy_http_version 1.1;
@@ -162,12 +184,16 @@ nginx -e "$WORK/ngx/error.log" -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" >"$WORK/
 PIDS+=($!)
 NGX_PID=$!
 wait_hello "nginx (proxy)" -H 'host: bench.test' "http://127.0.0.1:$P_NGX/"
+# shellcheck disable=SC2046
+wait_hello "nginx (proxy, HTTPS)" $(tls_curl "$P_NGX_TLS")
 
 # --- HAProxy: 2 threads, mode http, connection reuse ------------------------------------
 cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 2
   maxconn 4000
+  ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+  ssl-default-bind-curves X25519:P-256
 defaults
   mode http
   option http-keep-alive
@@ -179,6 +205,7 @@ defaults
   timeout http-keep-alive 60s
 frontend fe
   bind 127.0.0.1:$P_HAP
+  bind 127.0.0.1:$P_HAP_TLS ssl crt $TLS_DIR/haproxy.pem alpn h2,http/1.1
   default_backend be
 backend be
   server up 127.0.0.1:$P_UP
@@ -187,6 +214,8 @@ haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 HAP_PID=$!
 wait_hello "HAProxy" -H 'host: bench.test' "http://127.0.0.1:$P_HAP/"
+# shellcheck disable=SC2046
+wait_hello "HAProxy (HTTPS)" $(tls_curl "$P_HAP_TLS")
 
 # --- gantry: control API, the public edge listener, one route -----------------------------
 DATA="$WORK/data"
@@ -198,7 +227,8 @@ elif "$BIN" up --help 2>/dev/null | grep -q -- --access-log; then
 else
   GANTRY_ARGS=()
 fi
-"$BIN" up --data "$DATA" --api "127.0.0.1:$P_API" --http "127.0.0.1:$P_GANTRY" --internal off \
+"$BIN" up --data "$DATA" --api "127.0.0.1:$P_API" --http "127.0.0.1:$P_GANTRY" \
+  --https "127.0.0.1:$P_GANTRY_TLS" --internal off \
   --log-format json "${GANTRY_ARGS[@]}" >"$WORK/gantry.log" 2>&1 &
 PIDS+=($!)
 GANTRY_PID=$!
@@ -221,9 +251,13 @@ fi
   export GANTRY_SERVER=$API GANTRY_TOKEN=@$DATA/admin.token GANTRY_CA=$DATA/ca.pem
   timeout 30 "$BIN" tenant create bench
   timeout 30 "$BIN" env create bench/prod --kind production
-  timeout 30 "$BIN" route create bench/prod/hello --host bench.test --to "upstream:127.0.0.1:$P_UP"
+  timeout 30 "$BIN" route create bench/prod/hello --host bench.test --allow-http \
+    --to "upstream:127.0.0.1:$P_UP"
+  timeout 30 "$BIN" cert add bench/prod/bench --cert "$TLS_DIR/cert.pem" --key "$TLS_DIR/key.pem"
 ) >&2
 wait_hello "gantry's edge" -H 'host: bench.test' "http://127.0.0.1:$P_GANTRY/"
+# shellcheck disable=SC2046
+wait_hello "gantry's edge (HTTPS)" $(tls_curl "$P_GANTRY_TLS")
 
 # --- measuring ------------------------------------------------------------------------------
 cat >"$WORK/report.lua" <<'EOF'
@@ -269,11 +303,42 @@ URL[direct]="http://127.0.0.1:$P_UP/"
 URL[gantry]="http://127.0.0.1:$P_GANTRY/"
 URL[nginx]="http://127.0.0.1:$P_NGX/"
 URL[haproxy]="http://127.0.0.1:$P_HAP/"
+URL[gantry-tls]="https://bench.test:$P_GANTRY_TLS/"
+URL[nginx-tls]="https://bench.test:$P_NGX_TLS/"
+URL[haproxy-tls]="https://bench.test:$P_HAP_TLS/"
 PROC[direct]=$UP_PID
 PROC[gantry]=$GANTRY_PID
 PROC[nginx]=$NGX_PID
 PROC[haproxy]=$HAP_PID
 TARGETS="direct gantry nginx haproxy"
+TLS_TARGETS="gantry-tls nginx-tls haproxy-tls"
+for t in $TLS_TARGETS; do PROC[$t]=${PROC[${t%-tls}]}; done
+
+# wrk sends the URL's host as SNI, so HTTPS URLs name bench.test; wrk runs in a mount
+# namespace of its own where /etc/hosts says bench.test is 127.0.0.1 (the machine's
+# /etc/hosts is left alone). Without that, SNI would be an IP address, which a server must
+# ignore (RFC 6066): gantry would then serve its default certificate.
+echo "127.0.0.1 bench.test" >"$WORK/hosts"
+WRK=(unshare --mount sh -c 'mount --bind "$1" /etc/hosts && shift && exec wrk "$@"' sh "$WORK/hosts")
+if ! unshare --mount sh -c 'mount --bind "$1" /etc/hosts' sh "$WORK/hosts" 2>/dev/null; then
+  echo "cannot make a mount namespace (unshare --mount): HTTPS runs send SNI 127.0.0.1" >&2
+  for t in $TLS_TARGETS; do URL[$t]=${URL[$t]/bench.test/127.0.0.1}; done
+  WRK=(wrk)
+fi
+
+# What each HTTPS target negotiates with an OpenSSL client (wrk uses OpenSSL too).
+declare -A TLS_INFO
+for t in $TLS_TARGETS; do
+  port=${URL[$t]##*:}
+  port=${port%/}
+  TLS_INFO[$t]=$(timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername bench.test \
+    </dev/null 2>/dev/null | awk '
+      /^New, / { proto = $2; sub(/,$/, "", proto); cipher = $NF }
+      /^Server Temp Key:/ { kx = $4; sub(/,$/, "", kx) }
+      /^Peer signature type:/ { sig = $4 }
+      END { printf "%s %s, key exchange %s, signature %s", proto, cipher, kx, sig }')
+  echo "$t: ${TLS_INFO[$t]}" >&2
+done
 
 sleep 1
 IDLE_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
@@ -282,9 +347,9 @@ if awk -v l="$LOAD1" 'BEGIN { exit !(l > 1) }'; then
   echo "warning: load average $LOAD1 before the runs: other work is running; results will be noisy" >&2
 fi
 
-for t in $TARGETS; do
+for t in $TARGETS $TLS_TARGETS; do
   echo "== warm-up $t" >&2
-  timeout 20 wrk -t2 -c64 -d2s -s "$WORK/report.lua" "${URL[$t]}" >/dev/null
+  timeout 20 "${WRK[@]}" -t2 -c64 -d2s -s "$WORK/report.lua" "${URL[$t]}" >/dev/null
 done
 
 declare -A RPS P50 P99 ERR CPU OTHER
@@ -308,7 +373,7 @@ run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
   times >"$WORK/times"
   w0=$(children_ticks)
   b0=$(busy_ticks)
-  out=$(timeout $((DURATION + 30)) wrk -t"$th" -c"$c" -d"${DURATION}s" --timeout 5s --latency \
+  out=$(timeout $((DURATION + 30)) "${WRK[@]}" -t"$th" -c"$c" -d"${DURATION}s" --timeout 5s --latency \
     -s "$script" "${URL[$t]}")
   c1=$(cpu_ticks "${PROC[$t]}")
   u1=$(cpu_ticks "$UP_PID")
@@ -344,6 +409,8 @@ run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
 for t in $TARGETS; do run saturation "$t" 2 64 "$WORK/report.lua"; done
 for t in $TARGETS; do run moderate "$t" 1 8 "$WORK/report.lua"; done
 for t in $TARGETS; do run light "$t" 1 8 "$WORK/light.lua"; done
+for t in $TLS_TARGETS; do run saturation "$t" 2 64 "$WORK/report.lua"; done
+for t in $TLS_TARGETS; do run moderate "$t" 1 8 "$WORK/report.lua"; done
 PEAK_RSS=$(rss_kb "$GANTRY_PID" VmHWM)
 sleep 2
 AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
@@ -351,18 +418,19 @@ AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
 # --- report -----------------------------------------------------------------------------------
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 delta_ms() { awk -v us="$1" 'BEGIN { printf "%+.2f ms", us / 1000 }'; }
-table() { # LOAD DESCRIPTION
+table() { # LOAD DESCRIPTION [TARGETS]
   local load=$1 t ratio added cpu
   echo "$2"
   echo
   echo "| target | requests/s | p50 | p99 | req/s vs direct | added p99 vs direct | CPU per request | errors | other load |"
   echo "|---|---|---|---|---|---|---|---|---|"
-  for t in $TARGETS; do
+  for t in ${3:-$TARGETS}; do
     if [ "$t" = direct ]; then
       ratio="1.00"
       added="—"
       cpu="${CPU[$load,$t]} µs (upstream)"
     else
+      # Over HTTPS too, "direct" is the upstream's plain HTTP at the same load.
       ratio=$(awk -v a="${RPS[$load,$t]}" -v b="${RPS[$load,direct]}" 'BEGIN { printf "%.2f", a / b }')
       added=$(delta_ms $((${P99[$load,$t]} - ${P99[$load,direct]})))
       cpu="${CPU[$load,$t]} µs"
@@ -376,6 +444,12 @@ echo
 table saturation "Saturation: wrk -t2 -c64 -d${DURATION}s --latency"
 table moderate "Moderate load: wrk -t1 -c8 -d${DURATION}s --latency (closed loop: still saturates the CPUs)"
 table light "Light load: wrk -t1 -c8 -d${DURATION}s --latency, 1 ms pause before each request on each connection"
+echo "HTTPS (ratios and added p99 against the upstream reached directly over plain HTTP at the same load):"
+echo
+for t in $TLS_TARGETS; do echo "- ${t%-tls}: ${TLS_INFO[$t]}"; done
+echo
+table saturation "HTTPS saturation: wrk -t2 -c64 -d${DURATION}s --latency" "direct $TLS_TARGETS"
+table moderate "HTTPS moderate load: wrk -t1 -c8 -d${DURATION}s --latency" "direct $TLS_TARGETS"
 echo "| gantry memory | value |"
 echo "|---|---|"
 echo "| idle RSS (route set, before any load) | $((IDLE_RSS / 1024)) MB |"

@@ -20,7 +20,6 @@ use proxy::{
     Balancer, CertEntry, CertTable, Endpoint, HeaderRules, PathMatch, Proxy, Route, RouteTable,
     SniResolver, Upstream,
 };
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub mod source;
@@ -177,7 +176,8 @@ fn entries(list: Vec<certs::ServedCert>) -> Vec<CertEntry> {
     list.into_iter().filter_map(entry).collect()
 }
 
-/// Binds `addr` (if any) and serves `proxy` on it; returns the bound address.
+/// Binds `addr` (if any) once per core and serves `proxy` on it with one single-threaded
+/// worker runtime per socket (`Proxy::spawn_workers`); returns the bound address.
 async fn listen(
     addr: Option<SocketAddr>,
     proxy: &Arc<Proxy>,
@@ -186,16 +186,14 @@ async fn listen(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Option<SocketAddr>, EdgeError> {
     let Some(addr) = addr else { return Ok(None) };
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|source| EdgeError::Bind { addr, source })?;
-    let local = l
-        .local_addr()
-        .map_err(|source| EdgeError::Bind { addr, source })?;
-    let serve = proxy
-        .clone()
-        .serve(l, tls, stop.clone(), Duration::from_secs(10));
-    tasks.push(tokio::spawn(serve));
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bind_error = |source| EdgeError::Bind { addr, source };
+    let listeners = proxy::bind_workers(addr, workers).map_err(bind_error)?;
+    let local = listeners[0].local_addr().map_err(bind_error)?;
+    let workers = proxy
+        .spawn_workers(listeners, tls, stop.clone(), Duration::from_secs(10))
+        .map_err(bind_error)?;
+    tasks.push(tokio::spawn(workers.join()));
     Ok(Some(local))
 }
 

@@ -59,12 +59,41 @@ impl Scheme {
     }
 }
 
-/// The proxy of one listener: its current routing snapshot and its upstream connection pool.
-pub struct Proxy {
-    table: ArcSwap<RouteTable>,
-    client: Client<HttpConnector, UpBody>,
+/// Upstream connection pools: HTTP/1.1 with keep-alive, and h2c. A pool's connections are
+/// tasks of the runtime that opened them, so each worker runtime has pools of its own.
+pub(crate) struct Clients {
+    http1: Client<HttpConnector, UpBody>,
     /// HTTP/2 over cleartext (prior knowledge), for routes whose upstreams speak h2c.
     h2c: Client<HttpConnector, UpBody>,
+}
+
+impl Clients {
+    fn new() -> Clients {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Clients { http1, h2c }
+    }
+}
+
+/// The proxy of one listener: its current routing snapshot and its upstream connection pool
+/// (one per worker runtime with `spawn_workers`).
+pub struct Proxy {
+    table: ArcSwap<RouteTable>,
+    /// The pools of `serve` and `handle` (worker runtimes have their own).
+    clients: Arc<Clients>,
     epoch: Instant,
     unrouted: AtomicU64,
     connections: AtomicU64,
@@ -87,25 +116,9 @@ pub type MetricsSource = Box<dyn Fn() -> String + Send + Sync>;
 
 impl Proxy {
     pub fn new(table: RouteTable) -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(table),
-            client,
-            h2c,
+            clients: Arc::new(Clients::new()),
             epoch: Instant::now(),
             unrouted: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -184,8 +197,71 @@ impl Proxy {
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: watch::Receiver<bool>,
+        drain: Duration,
+    ) {
+        let clients = self.clients.clone();
+        self.serve_with(listener, tls, shutdown, drain, clients)
+            .await
+    }
+
+    /// Serves `listeners` (from `bind_workers`), each on a thread of its own running a
+    /// single-threaded runtime with its own upstream connection pools, so that a request is
+    /// accepted, forwarded and answered on one thread, as nginx's workers do. Each worker
+    /// stops as `serve` does when `shutdown` turns true; `Workers::join` waits for all.
+    pub fn spawn_workers(
+        self: &Arc<Self>,
+        listeners: Vec<std::net::TcpListener>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: watch::Receiver<bool>,
+        drain: Duration,
+    ) -> std::io::Result<Workers> {
+        let accepted: Arc<[AtomicU64]> = listeners.iter().map(|_| AtomicU64::new(0)).collect();
+        let mut done = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            listener.set_nonblocking(true)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let (proxy, tls, shutdown) = (self.clone(), tls.clone(), shutdown.clone());
+            let accepted = accepted.clone();
+            std::thread::Builder::new()
+                .name(format!("gantry-edge-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let listener = match TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "edge worker cannot listen");
+                                return;
+                            }
+                        };
+                        let clients = Arc::new(Clients::new());
+                        let counted = CountingListener {
+                            inner: listener,
+                            accepted: &accepted[i],
+                        };
+                        proxy
+                            .serve_with(counted, tls, shutdown, drain, clients)
+                            .await;
+                    });
+                    // Connections still open past the drain bound end with the runtime.
+                    drop(rt);
+                    let _ = tx.send(());
+                })?;
+            done.push(rx);
+        }
+        Ok(Workers { done, accepted })
+    }
+
+    async fn serve_with<L: Accept>(
+        self: Arc<Self>,
+        listener: L,
+        tls: Option<Arc<rustls::ServerConfig>>,
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
+        clients: Arc<Clients>,
     ) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -222,13 +298,14 @@ impl Proxy {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
+            let clients = clients.clone();
             tokio::spawn(async move {
                 proxy.connections.fetch_add(1, Ordering::Relaxed);
                 match acceptor {
                     None => {
                         proxy
                             .clone()
-                            .serve_conn(&builder, watcher, tcp, peer, scheme)
+                            .serve_conn(&builder, watcher, tcp, peer, scheme, clients)
                             .await
                     }
                     Some(acceptor) => {
@@ -236,7 +313,7 @@ impl Proxy {
                             Ok(Ok(tls)) => {
                                 proxy
                                     .clone()
-                                    .serve_conn(&builder, watcher, tls, peer, scheme)
+                                    .serve_conn(&builder, watcher, tls, peer, scheme, clients)
                                     .await
                             }
                             Ok(Err(e)) => {
@@ -268,13 +345,16 @@ impl Proxy {
         io: I,
         peer: SocketAddr,
         scheme: Scheme,
+        clients: Arc<Clients>,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = self;
+        // The client's address as a header value, made once per connection.
+        let client = ClientInfo::new(peer, scheme);
         let svc = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer, scheme).await) }
+            let (proxy, clients, client) = (proxy.clone(), clients.clone(), client.clone());
+            async move { Ok::<_, Infallible>(proxy.handle_with(&clients, req, &client).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         let _ = watcher.watch(conn.into_owned()).await;
@@ -287,20 +367,38 @@ impl Proxy {
         peer: SocketAddr,
         scheme: Scheme,
     ) -> Response<RespBody> {
+        self.handle_with(&self.clients, req, &ClientInfo::new(peer, scheme))
+            .await
+    }
+
+    async fn handle_with(
+        &self,
+        clients: &Clients,
+        req: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Response<RespBody> {
+        let (peer, scheme) = (client.peer, client.scheme);
         let mut table = self.table.load_full();
-        let host = match request_host(&req) {
-            Some(h) => h.to_string(),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    Code::BadRequest,
-                    "the request has no host",
-                )
-            }
+        // What outlives `req` (moved into `forward`) is kept as clones of its URI and header
+        // values, which share the request's buffers: no copy.
+        let uri = req.uri().clone();
+        let host_value = match uri.host() {
+            Some(_) => None,
+            None => req.headers().get(header::HOST).cloned(),
+        };
+        let Some(host) = uri
+            .host()
+            .or_else(|| host_value.as_ref().and_then(|v| v.to_str().ok()))
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Code::BadRequest,
+                "the request has no host",
+            );
         };
         let mut req = req;
         let request_id = ensure_request_id(req.headers_mut());
-        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let (method, path) = (req.method().clone(), uri.path());
         let started = Instant::now();
         if scheme == Scheme::Http && method == http::Method::GET {
             if let (Some(token), Some(source)) = (
@@ -322,7 +420,7 @@ impl Proxy {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let Some(route) = table.find(&host, &path) else {
+            let Some(route) = table.find(host, path) else {
                 if let Some(source) = self.metrics_source.get() {
                     if path == "/metrics" && method == http::Method::GET {
                         return metrics_response(source());
@@ -338,9 +436,14 @@ impl Proxy {
             if let (Scheme::Http, Some(port), false) =
                 (scheme, self.https_port.get(), route.allow_http)
             {
-                return redirect(&host, *port, req.uri());
+                return redirect(host, *port, req.uri());
             }
-            let resp = match self.forward(route, req, &host, peer, scheme).await {
+            let fwd = Forwarded {
+                host,
+                host_value: host_value.as_ref(),
+                client,
+            };
+            let resp = match self.forward(clients, route, req, &fwd).await {
                 Ok(resp) => resp,
                 Err(back) => {
                     let fresh = self.table.load_full();
@@ -358,9 +461,9 @@ impl Proxy {
             };
             let done = Done {
                 route,
-                host: &host,
+                host,
                 method: &method,
-                path: &path,
+                path,
                 request_id: &request_id,
                 peer,
                 started,
@@ -402,14 +505,12 @@ impl Proxy {
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 upstream = upstream.as_deref().unwrap_or("-"),
                 bytes = bytes,
-                request_id = %request_id,
+                request_id = request_id.to_str().unwrap_or("-"),
                 client = %peer.ip(),
                 "access"
             );
         }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         resp
     }
 
@@ -418,11 +519,10 @@ impl Proxy {
     /// request back (`Err`) so the caller can route it on a newer snapshot.
     async fn forward(
         &self,
+        clients: &Clients,
         route: &Route,
         req: Request<Incoming>,
-        host: &str,
-        peer: SocketAddr,
-        scheme: Scheme,
+        fwd: &Forwarded<'_>,
     ) -> Result<Response<RespBody>, Request<Incoming>> {
         if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
             return Ok(error(
@@ -438,11 +538,12 @@ impl Proxy {
         let bodiless = is_bodiless(&parts.headers);
         let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = [0usize; MAX_ATTEMPTS];
+        let mut attempts = 0;
         loop {
             let now = self.now_ms();
-            let Some((idx, ep)) = route.upstream.pick(now, &tried) else {
-                if tried.is_empty() {
+            let Some((idx, ep)) = route.upstream.pick(now, &tried[..attempts]) else {
+                if attempts == 0 {
                     if let Some(b) = body.take() {
                         return Err(Request::from_parts(parts, b));
                     }
@@ -453,7 +554,8 @@ impl Proxy {
                     "no upstream could be reached",
                 ));
             };
-            tried.push(idx);
+            tried[attempts] = idx;
+            attempts += 1;
             let up_body = match (bodiless, body.take()) {
                 (true, _) => Either::Right(Empty::new()),
                 (false, Some(b)) => Either::Left(b),
@@ -466,18 +568,21 @@ impl Proxy {
                     ))
                 }
             };
-            let mut up_req =
-                match upstream_request(&parts, up_body, route, &ep.authority, host, peer, scheme) {
-                    Ok(r) => r,
-                    Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
-                };
+            let mut up_req = match upstream_request(&parts, up_body, route, &ep.authority, fwd) {
+                Ok(r) => r,
+                Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
+            };
             if let Some(proto) = &upgrade {
                 let h = up_req.headers_mut();
                 h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 h.insert(header::UPGRADE, proto.clone());
             }
             let _flight = InFlight::new(ep);
-            let client = if route.h2c { &self.h2c } else { &self.client };
+            let client = if route.h2c {
+                &clients.h2c
+            } else {
+                &clients.http1
+            };
             let result = tokio::time::timeout(route.timeout, client.request(up_req)).await;
             match result {
                 Ok(Ok(resp)) => {
@@ -492,7 +597,7 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     self.account(&route.upstream, ep, true);
-                    let retry = e.is_connect() && bodiless && tried.len() < MAX_ATTEMPTS;
+                    let retry = e.is_connect() && bodiless && attempts < MAX_ATTEMPTS;
                     tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
                     if !retry {
                         return Ok(error(
@@ -534,6 +639,92 @@ impl Proxy {
     }
 }
 
+/// The worker threads serving one address (`Proxy::spawn_workers`).
+pub struct Workers {
+    done: Vec<tokio::sync::oneshot::Receiver<()>>,
+    accepted: Arc<[AtomicU64]>,
+}
+
+impl Workers {
+    /// Connections each worker accepted so far.
+    pub fn accepted(&self) -> Vec<u64> {
+        self.accepted
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Waits until every worker has stopped (after shutdown and its drain).
+    pub async fn join(self) {
+        for rx in self.done {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Binds `addr` `workers` times (at least once) with `SO_REUSEPORT`: the kernel spreads new
+/// connections over the sockets. With port 0, every socket gets the first one's port.
+pub fn bind_workers(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out: Vec<std::net::TcpListener> = Vec::new();
+    let mut addr = addr;
+    for _ in 0..workers.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        if out.is_empty() {
+            addr = listener.local_addr()?;
+        }
+        out.push(listener);
+        if cfg!(not(all(
+            unix,
+            not(any(target_os = "solaris", target_os = "illumos"))
+        ))) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A listening socket for the accept loop.
+trait Accept: Send {
+    fn accept(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<(tokio::net::TcpStream, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        TcpListener::accept(self).await
+    }
+}
+
+/// A worker's listener, counting the connections it accepts.
+struct CountingListener<'a> {
+    inner: TcpListener,
+    accepted: &'a AtomicU64,
+}
+
+impl Accept for CountingListener<'_> {
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        let r = self.inner.accept().await;
+        if r.is_ok() {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
 /// Counts a request in flight on an endpoint for as long as it lives.
 struct InFlight<'a>(&'a Endpoint);
 
@@ -550,14 +741,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().host().or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
-}
-
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -566,33 +749,85 @@ fn is_bodiless(h: &HeaderMap) -> bool {
     !h.contains_key(header::TRANSFER_ENCODING) && content_length(h).unwrap_or(0) == 0
 }
 
-/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded. `connection` first.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+/// Whether `name` is listed in `connection` (which makes it hop-by-hop too).
+fn listed_in_connection(connection: &[HeaderValue], name: &HeaderName) -> bool {
+    connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// The values of `connection` (usually none or one).
+fn connection_values(h: &HeaderMap) -> Vec<HeaderValue> {
+    h.get_all(header::CONNECTION).iter().cloned().collect()
+}
+
+/// Removes hop-by-hop headers and those `connection` lists. One pass over the names finds
+/// which are there, so a map without any is left untouched.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut found = [false; 9];
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+            found[i] = true;
+        }
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    if found[0] {
+        for v in connection_values(h) {
+            for token in v.to_str().unwrap_or("").split(',') {
+                h.remove(token.trim());
+            }
+        }
     }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if found[i] {
+            h.remove(n);
+        }
+    }
+}
+
+/// The client of a connection, as the forwarding headers tell it.
+#[derive(Clone)]
+pub(crate) struct ClientInfo {
+    peer: SocketAddr,
+    scheme: Scheme,
+    /// `peer`'s IP address as a header value (`x-forwarded-for`).
+    ip: HeaderValue,
+}
+
+impl ClientInfo {
+    fn new(peer: SocketAddr, scheme: Scheme) -> ClientInfo {
+        let ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientInfo { peer, scheme, ip }
+    }
+}
+
+/// What a forwarded request says about where it came from.
+pub(crate) struct Forwarded<'a> {
+    /// The host the request was routed by.
+    host: &'a str,
+    /// The client's `host` header, when `host` came from it.
+    host_value: Option<&'a HeaderValue>,
+    client: &'a ClientInfo,
 }
 
 fn upstream_request(
@@ -600,9 +835,7 @@ fn upstream_request(
     body: UpBody,
     route: &Route,
     authority: &http::uri::Authority,
-    host: &str,
-    peer: SocketAddr,
-    scheme: Scheme,
+    fwd: &Forwarded<'_>,
 ) -> Result<Request<UpBody>, &'static str> {
     let pq: http::uri::PathAndQuery = match (&route.path, route.strip_prefix) {
         (crate::PathMatch::Prefix(p), true) if p != "/" => {
@@ -631,26 +864,7 @@ fn upstream_request(
     uri.authority = Some(authority.clone());
     uri.path_and_query = Some(pq);
     let uri = Uri::from_parts(uri).map_err(|_| "invalid request path")?;
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(k, v);
-        }
-    };
-    set(&mut headers, "x-forwarded-for", &xff);
-    set(&mut headers, "x-forwarded-proto", scheme.as_str());
-    set(&mut headers, "x-forwarded-host", host);
-    if !headers.contains_key("traceparent") {
-        set(&mut headers, "traceparent", &new_traceparent());
-    }
-    if !headers.contains_key(header::HOST) {
-        set(&mut headers, "host", host);
-    }
+    let mut headers = forwarded_headers(&parts.headers, fwd);
     route.request_headers.apply(&mut headers);
     let version = if route.h2c {
         http::Version::HTTP_2
@@ -665,6 +879,63 @@ fn upstream_request(
         .map_err(|_| "invalid request")?;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// The client's headers as the upstream gets them: without hop-by-hop headers, with
+/// `x-forwarded-for` (appended to), `x-forwarded-proto`, `x-forwarded-host`, a `traceparent`
+/// when there is none, and `host` when the client sent none (HTTP/2). Built in one pass;
+/// values are shared with the client's request, not copied.
+fn forwarded_headers(src: &HeaderMap, fwd: &Forwarded<'_>) -> HeaderMap {
+    let connection = if src.contains_key(header::CONNECTION) {
+        connection_values(src)
+    } else {
+        Vec::new()
+    };
+    let mut h = HeaderMap::with_capacity(src.len() + 5);
+    let mut prev_xff: Option<&HeaderValue> = None;
+    let (mut has_traceparent, mut has_host) = (false, false);
+    for (name, value) in src {
+        if HOP_BY_HOP.contains(name)
+            || (!connection.is_empty() && listed_in_connection(&connection, name))
+        {
+            continue;
+        }
+        if *name == X_FORWARDED_FOR {
+            prev_xff = prev_xff.or(Some(value));
+            continue;
+        }
+        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+            continue;
+        }
+        has_traceparent |= *name == TRACEPARENT;
+        has_host |= *name == header::HOST;
+        h.append(name.clone(), value.clone());
+    }
+    let xff = match prev_xff.and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", fwd.client.peer.ip())).ok(),
+        None => Some(fwd.client.ip.clone()),
+    };
+    if let Some(xff) = xff {
+        h.insert(X_FORWARDED_FOR, xff);
+    }
+    h.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(fwd.client.scheme.as_str()),
+    );
+    let host = match fwd.host_value {
+        Some(v) => Some(v.clone()),
+        None => HeaderValue::from_str(fwd.host).ok(),
+    };
+    if let Some(host) = host {
+        if !has_host {
+            h.insert(header::HOST, host.clone());
+        }
+        h.insert(X_FORWARDED_HOST, host);
+    }
+    if !has_traceparent {
+        h.insert(TRACEPARENT, new_traceparent());
+    }
+    h
 }
 
 /// The protocol a client asks to switch to (`Connection: upgrade` + `Upgrade: X`), if any.
@@ -736,9 +1007,21 @@ fn switch_protocols(
 }
 
 /// A W3C trace context for a request that came without one.
-fn new_traceparent() -> String {
+fn new_traceparent() -> HeaderValue {
     let r: [u64; 3] = rand::random();
-    format!("00-{:016x}{:016x}-{:016x}-01", r[0], r[1], r[2] | 1)
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex_into(&mut buf[3..19], r[0]);
+    hex_into(&mut buf[19..35], r[1]);
+    hex_into(&mut buf[36..52], r[2] | 1);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Writes `v` as 16 lowercase hex digits into `out`.
+fn hex_into(out: &mut [u8], v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate().take(16) {
+        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
 }
 
 fn downstream_response(resp: Response<Incoming>, route: &Route) -> Response<RespBody> {
@@ -754,7 +1037,7 @@ struct Done<'a> {
     host: &'a str,
     method: &'a http::Method,
     path: &'a str,
-    request_id: &'a str,
+    request_id: &'a HeaderValue,
     peer: SocketAddr,
     started: Instant,
 }
@@ -765,24 +1048,22 @@ struct UpstreamAddr(SocketAddr);
 
 /// The request's `x-request-id` when it is sane, or a new one set on the request; the
 /// upstream sees it and the client gets it back.
-fn ensure_request_id(h: &mut HeaderMap) -> String {
-    if let Some(id) = h
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-    {
-        return id.to_string();
+fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = h.get(X_REQUEST_ID).filter(|v| {
+        let v = v.as_bytes();
+        !v.is_empty()
+            && v.len() <= 128
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    }) {
+        return id.clone();
     }
     let r: [u64; 2] = rand::random();
-    let id = format!("{:016x}{:016x}", r[0], r[1]);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        h.insert("x-request-id", v);
-    }
+    let mut buf = [0u8; 32];
+    hex_into(&mut buf[..16], r[0]);
+    hex_into(&mut buf[16..], r[1]);
+    let id = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    h.insert(X_REQUEST_ID, id.clone());
     id
 }
 

@@ -15,7 +15,7 @@ mod snapshot;
 
 pub use balance::Balancer;
 pub use certs::{CertEntry, CertTable, SniResolver};
-pub use forward::{ChallengeSource, MetricsSource, Proxy, Scheme};
+pub use forward::{bind_workers, ChallengeSource, MetricsSource, Proxy, Scheme, Workers};
 pub use health::HealthCheck;
 pub use metrics::RouteStats;
 pub use snapshot::{Endpoint, HeaderRules, PathMatch, Route, RouteTable, Upstream};

@@ -5,3 +5,4 @@ mod harness;
 mod protocols;
 mod routing;
 mod swaps;
+mod workers;

@@ -1,0 +1,159 @@
+//! Worker runtimes: one listening socket per worker (SO_REUSEPORT), each served by a
+//! single-threaded runtime of its own; every worker serves, and shutdown drains them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proxy::{Balancer, Endpoint, PathMatch, Proxy, RouteTable};
+
+use crate::harness::{route, Upstream1};
+
+const WORKERS: usize = 3;
+
+fn proxy_to(up: SocketAddr) -> Arc<Proxy> {
+    let mut r = route(
+        "w",
+        "app.test",
+        PathMatch::Prefix("/".into()),
+        vec![Endpoint::new(up)],
+        Balancer::RoundRobin,
+    );
+    r.timeout = Duration::from_secs(5);
+    Proxy::new(RouteTable::new(vec![r]))
+}
+
+/// A client that opens a new connection for every request.
+fn fresh_connections() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_worker_runtime_serves_and_shares_the_snapshot() {
+    let up = Upstream1::start("a").await;
+    let proxy = proxy_to(up.addr);
+    let listeners = proxy::bind_workers("127.0.0.1:0".parse().unwrap(), WORKERS).unwrap();
+    assert_eq!(listeners.len(), WORKERS);
+    let addr = listeners[0].local_addr().unwrap();
+    assert_ne!(addr.port(), 0);
+    for l in &listeners {
+        assert_eq!(l.local_addr().unwrap(), addr, "one port for all workers");
+    }
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let workers = proxy
+        .spawn_workers(listeners, None, rx, Duration::from_secs(5))
+        .unwrap();
+    let http = fresh_connections();
+    // The kernel spreads connections over the sockets by their addresses: with a new
+    // connection per request, every worker gets some well before the bound.
+    let mut sent = 0;
+    while workers.accepted().contains(&0) && sent < 300 {
+        let r = http
+            .get(format!("http://{addr}/x"))
+            .header("host", "app.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["upstream"], "a");
+        sent += 1;
+    }
+    let accepted = workers.accepted();
+    assert!(
+        accepted.iter().all(|&n| n > 0),
+        "every worker accepted connections: {accepted:?} after {sent} requests"
+    );
+    // A snapshot swap reaches every worker.
+    proxy.update(RouteTable::new(vec![]));
+    for _ in 0..20 {
+        let r = http
+            .get(format!("http://{addr}/x"))
+            .header("host", "app.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), workers.join())
+        .await
+        .expect("workers stop after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight_on_every_worker() {
+    let up = Upstream1::start("a").await;
+    let proxy = proxy_to(up.addr);
+    let listeners = proxy::bind_workers("127.0.0.1:0".parse().unwrap(), WORKERS).unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let workers = proxy
+        .spawn_workers(listeners, None, rx, Duration::from_secs(10))
+        .unwrap();
+    // Slow requests (the upstream waits 2 s) on separate connections, until every worker
+    // holds at least one (bounded).
+    let http = fresh_connections();
+    let mut slow = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.len() < 64 && Instant::now() < deadline {
+        let before = workers.accepted().iter().sum::<u64>();
+        let (http, url) = (http.clone(), format!("http://{addr}/slow"));
+        slow.push(tokio::spawn(async move {
+            let r = http.get(url).header("host", "app.test").send().await?;
+            let status = r.status().as_u16();
+            r.text().await.map(|_| status)
+        }));
+        while workers.accepted().iter().sum::<u64>() == before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if workers.accepted().iter().all(|&n| n > 0) {
+            break;
+        }
+    }
+    let accepted = workers.accepted();
+    assert!(
+        accepted.iter().all(|&n| n > 0),
+        "each worker has a slow request: {accepted:?}"
+    );
+    let active = |p: &Proxy| {
+        p.metrics_text("w")
+            .lines()
+            .find(|l| l.starts_with("gantry_edge_active_connections"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    assert_eq!(active(&proxy), slow.len() as u64);
+    let stopped = Instant::now();
+    let _ = stop.send(true);
+    // New connections are refused once the workers stopped accepting.
+    let refused_by = Instant::now() + Duration::from_secs(2);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < refused_by,
+            "still accepting after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every request in flight finishes with its answer.
+    for t in slow {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+    tokio::time::timeout(Duration::from_secs(10), workers.join())
+        .await
+        .expect("workers stop once drained");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "drained as requests finished, not at the drain bound"
+    );
+    assert_eq!(active(&proxy), 0, "no connection left counted");
+}
