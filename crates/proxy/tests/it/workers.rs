@@ -25,6 +25,7 @@ fn proxy_to(up: SocketAddr) -> Arc<Proxy> {
 
 /// A client that opens a new connection for every request.
 fn fresh_connections() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -120,7 +121,14 @@ async fn shutdown_drains_requests_in_flight_on_every_worker() {
             break;
         }
     }
+    // Every connection made is accepted before shutdown (one still in a socket's backlog
+    // when its worker stops listening would be reset by the kernel, not drained).
+    let settle = Instant::now() + Duration::from_secs(10);
+    while workers.accepted().iter().sum::<u64>() < slow.len() as u64 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let accepted = workers.accepted();
+    assert_eq!(accepted.iter().sum::<u64>(), slow.len() as u64);
     assert!(
         accepted.iter().all(|&n| n > 0),
         "each worker has a slow request: {accepted:?}"
