@@ -89,6 +89,8 @@ fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
         UpdateReplica => (Some(r("UpdateReplica")), 200, Some(r("ReplicaInfo"))),
         EdgeGenerations => (None, 200, Some(r("EdgeGenerations"))),
         EdgeSnapshot => (None, 200, Some(r("EdgeSnapshot"))),
+        GetEdgeSettings => (None, 200, Some(r("EdgeSettings"))),
+        SetEdgeSettings => (Some(r("EdgeSettings")), 200, Some(r("EdgeSettings"))),
         ListArtifacts => (None, 200, Some(list_of("ArtifactInfo"))),
         PushArtifact => (None, 201, Some(r("ArtifactInfo"))),
         GetArtifact => (None, 200, Some(r("ArtifactInfo"))),
@@ -216,8 +218,11 @@ fn schemas() -> Value {
             "fingerprint": { "type": ["string", "null"] }, "renew_at": time_or_null,
             "challenge": { "type": ["string", "null"], "enum": ["http-01", "dns-01", null] },
             "warnings": { "type": "array", "items": text }, "created_at": time, "created_by": text, "updated_at": time })),
-        "EdgeGenerations": obj(&["routes", "certificates", "acme_http01"], json!({ "routes": int, "certificates": int,
-            "acme_http01": { "type": "object", "additionalProperties": { "type": "string" } } })),
+        "EdgeGenerations": obj(&["routes", "certificates", "acme_http01", "https_policy"], json!({ "routes": int, "certificates": int,
+            "acme_http01": { "type": "object", "additionalProperties": { "type": "string" } },
+            "https_policy": { "type": ["string", "null"], "enum": ["modern", "compatible", null] } })),
+        "EdgeSettings": obj(&["https_policy"], json!({
+            "https_policy": { "type": ["string", "null"], "enum": ["modern", "compatible", null], "description": "null: each edge's --https-policy" } })),
         "EdgeSnapshot": obj(&["generations", "routes", "replicas", "certificates"], json!({ "generations": r("EdgeGenerations"),
             "routes": { "type": "array", "items": r("RouteInfo") }, "replicas": { "type": "array", "items": r("ReplicaInfo") },
             "certificates": { "type": ["array", "null"], "items": obj(&["name", "domains", "chain_pem", "key_pem", "not_after"], json!({

@@ -78,6 +78,8 @@ pub enum Op {
     DeregisterReplica,
     EdgeGenerations,
     EdgeSnapshot,
+    GetEdgeSettings,
+    SetEdgeSettings,
     ListArtifacts,
     PushArtifact,
     GetArtifact,
@@ -184,6 +186,8 @@ routes! {
     "DELETE" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/replicas/{address}" => DeregisterReplica, "replica.deregister", "Deregister a replica (drained: in-flight requests finish)";
     "GET" "/v1/edge/generations" => EdgeGenerations, "edge.generations", "What a remote edge polls: the generations of its state and pending ACME HTTP-01 answers";
     "GET" "/v1/edge/snapshot" => EdgeSnapshot, "edge.snapshot", "Everything an edge serves, private keys included (audited)";
+    "GET" "/v1/edge/settings" => GetEdgeSettings, "edge.settings.read", "Settings every edge follows (the HTTPS TLS policy)";
+    "PUT" "/v1/edge/settings" => SetEdgeSettings, "edge.settings.update", "Change them; edges apply them to new connections, without a restart";
     "GET" "/v1/tenants/{tenant}/artifacts" => ListArtifacts, "artifact.list", "Artifact versions of a tenant";
     "POST" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => PushArtifact, "artifact.push", "Push a version (body: the .tar.gz, application/gzip); versions are immutable";
     "GET" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => GetArtifact, "artifact.read", "Show a version and its manifest";

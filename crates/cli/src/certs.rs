@@ -11,7 +11,7 @@ use model::Code;
 
 use crate::input::{env_path, env_ref, invalid, read_material, Ref};
 use crate::output::{print, t};
-use crate::{CertCmd, CliError, ReplicaCmd};
+use crate::{CertCmd, CliError, ReplicaCmd, TlsPolicyCmd};
 
 const H: &[&str] = &[
     "certificate",
@@ -227,4 +227,33 @@ async fn set_state(
         )
         .await?;
     print(out.output, &x, RH, replica_rows(std::slice::from_ref(&x)))
+}
+
+/// `gantry tls-policy show|set`.
+pub async fn tls_policy(c: &Client, cmd: TlsPolicyCmd) -> Result<(), CliError> {
+    use model::certs::{EdgeSettings, HttpsPolicy};
+    let show = |s: &EdgeSettings| {
+        vec![vec![s
+            .https_policy
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| {
+                "default (each edge's --https-policy)".into()
+            })]]
+    };
+    match cmd {
+        TlsPolicyCmd::Show(out) => {
+            let s: EdgeSettings = c.get("/v1/edge/settings").await?;
+            print(out.output, &s, &["https policy"], show(&s))
+        }
+        TlsPolicyCmd::Set { policy, out } => {
+            let https_policy = match policy.as_str() {
+                "default" => None,
+                p => Some(HttpsPolicy::parse(p)?),
+            };
+            let s: EdgeSettings = c
+                .put("/v1/edge/settings", &EdgeSettings { https_policy })
+                .await?;
+            print(out.output, &s, &["https policy"], show(&s))
+        }
+    }
 }

@@ -116,6 +116,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Replica(cmd) => crate::certs::run_replicas(&client, cmd).await,
         Command::Artifact(cmd) => crate::artifacts::run(&client, cmd).await,
         Command::Service(cmd) => crate::services::run(&client, cmd).await,
+        Command::TlsPolicy(cmd) => crate::certs::tls_policy(&client, cmd).await,
     }
 }
 

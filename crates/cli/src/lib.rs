@@ -166,6 +166,22 @@ pub enum Command {
     /// Services (TENANT/ENV/NAME): deploys, rollouts, rollback, scaling, logs
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// The TLS policy of every edge's HTTPS listener, changed without a restart
+    #[command(subcommand)]
+    TlsPolicy(TlsPolicyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsPolicyCmd {
+    /// Show the policy set centrally (none: each edge's --https-policy)
+    Show(Out),
+    /// Set `modern` (TLS 1.3 only) or `compatible` (TLS 1.2+, ECDHE AEAD), or `default`
+    /// to go back to each edge's --https-policy
+    Set {
+        policy: String,
+        #[command(flatten)]
+        out: Out,
+    },
 }
 
 #[derive(Debug, Subcommand)]

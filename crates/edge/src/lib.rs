@@ -121,10 +121,19 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     public.serve_acme_challenges(Box::new(move |token| challenges.challenge(token)));
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let policy = effective_policy(generations.https_policy, cfg.https_policy);
+    let https_tls =
+        proxy::TlsConfig::new(tls::server_config_with_resolver(policy, resolver.clone())?);
     let public_https = match cfg.public_https {
         Some(addr) => {
-            let tls = tls::server_config_with_resolver(cfg.https_policy, resolver.clone())?;
-            listen(Some(addr), &public, Some(tls), &rx, &mut tasks).await?
+            listen(
+                Some(addr),
+                &public,
+                Some(https_tls.clone()),
+                &rx,
+                &mut tasks,
+            )
+            .await?
         }
         None => None,
     };
@@ -146,6 +155,9 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
         internal: internal_proxy.clone(),
         certs: resolver.clone(),
         default,
+        tls: https_tls,
+        flag_policy: cfg.https_policy,
+        policy,
     };
     tasks.push(tokio::spawn(reconcile_loop(
         source, rec, seen, snapshots, cfg.poll, rx,
@@ -181,7 +193,7 @@ fn entries(list: Vec<certs::ServedCert>) -> Vec<CertEntry> {
 async fn listen(
     addr: Option<SocketAddr>,
     proxy: &Arc<Proxy>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<proxy::TlsConfig>>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Option<SocketAddr>, EdgeError> {
@@ -209,13 +221,30 @@ struct Snapshots {
     internal: Arc<Proxy>,
     certs: Arc<SniResolver>,
     default: Option<CertEntry>,
+    /// The HTTPS listener's configuration, rebuilt when the TLS policy changes.
+    tls: Arc<proxy::TlsConfig>,
+    /// The policy of the `--https-policy` flag (used while none is set centrally).
+    flag_policy: tls::TlsPolicy,
+    policy: tls::TlsPolicy,
+}
+
+/// The policy set centrally, else the edge's flag.
+fn effective_policy(
+    set: Option<model::certs::HttpsPolicy>,
+    flag: tls::TlsPolicy,
+) -> tls::TlsPolicy {
+    match set {
+        Some(model::certs::HttpsPolicy::Modern) => tls::TlsPolicy::Modern,
+        Some(model::certs::HttpsPolicy::Compatible) => tls::TlsPolicy::Compatible,
+        None => flag,
+    }
 }
 
 async fn reconcile_loop(
     source: Arc<dyn Source>,
     mut rec: Reconciler,
     mut seen: Seen,
-    to: Snapshots,
+    mut to: Snapshots,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -237,6 +266,19 @@ async fn reconcile_loop(
                 continue;
             }
         };
+        let policy = effective_policy(g.https_policy, to.flag_policy);
+        if policy != to.policy {
+            match tls::server_config_with_resolver(policy, to.certs.clone()) {
+                Ok(cfg) => {
+                    to.tls.update(cfg);
+                    to.policy = policy;
+                    tracing::info!(policy = ?policy, "edge: HTTPS listener now uses a new TLS policy for new connections");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "edge: cannot build the TLS configuration; keeping the current one")
+                }
+            }
+        }
         let (routes, certs) = (g.routes != seen.routes, g.certificates != seen.certs);
         if !routes && !certs {
             failing = false;

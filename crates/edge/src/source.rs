@@ -59,6 +59,7 @@ impl Source for Local {
                 certificates: self.store.generation("certificates").await.map_err(err)?,
                 // Challenges are answered from the shared map directly (`challenge`).
                 acme_http01: BTreeMap::new(),
+                https_policy: self.store.https_policy().await.map_err(err)?,
             })
         })
     }

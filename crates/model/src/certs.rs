@@ -227,14 +227,56 @@ pub fn validate_replica_address(a: &str) -> Result<std::net::SocketAddr, Invalid
         })
 }
 
-/// The generations of the edge's desired state, and the pending ACME HTTP-01 answers:
-/// what a remote edge polls (`GET /v1/edge/generations`).
+/// The generations of the edge's desired state, the HTTPS policy and the pending ACME
+/// HTTP-01 answers: what an edge polls (`GET /v1/edge/generations`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeGenerations {
     pub routes: i64,
     pub certificates: i64,
     /// ACME HTTP-01 token -> key authorization, for orders in progress.
     pub acme_http01: std::collections::BTreeMap<String, String>,
+    /// The HTTPS listeners' TLS policy, when one was set (else each edge's flag).
+    #[serde(default)]
+    pub https_policy: Option<HttpsPolicy>,
+}
+
+/// Named TLS policies of the HTTPS listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpsPolicy {
+    /// TLS 1.3 only.
+    Modern,
+    /// TLS 1.2 and 1.3, ECDHE with AEAD suites only.
+    Compatible,
+}
+
+impl HttpsPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpsPolicy::Modern => "modern",
+            HttpsPolicy::Compatible => "compatible",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<HttpsPolicy, Invalid> {
+        match s {
+            "modern" => Ok(HttpsPolicy::Modern),
+            "compatible" => Ok(HttpsPolicy::Compatible),
+            _ => Err(Invalid::new(format!(
+                "unknown TLS policy {:?}: use modern or compatible",
+                crate::name::truncate(s)
+            ))),
+        }
+    }
+}
+
+/// `GET`/`PUT /v1/edge/settings`: settings every edge follows, changed without a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSettings {
+    /// `None`: each edge uses its `--https-policy` flag.
+    #[serde(default)]
+    pub https_policy: Option<HttpsPolicy>,
 }
 
 /// Everything an edge serves (`GET /v1/edge/snapshot`): routes, replicas and certificates

@@ -199,6 +199,12 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     (Replica, Create, &[Admin, Operator]),
     (Replica, Update, &[Admin, Operator]),
     (Replica, Delete, &[Admin, Operator]),
+    (
+        EdgeConfig,
+        Read,
+        &[Admin, Operator, Developer, Viewer, Auditor],
+    ),
+    (EdgeConfig, Update, &[Admin, Operator]),
     (EdgeConfig, ReadValue, &[Admin, Operator]),
     (
         Artifact,

@@ -43,6 +43,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where ACME HTTP-01 challenges are asked for (RFC 8555 section 8.3).
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// The TLS configuration of an HTTPS listener, replaceable while it serves (a TLS policy
+/// change): each new connection takes the configuration current when it is accepted.
+#[derive(Debug)]
+pub struct TlsConfig(ArcSwap<rustls::ServerConfig>);
+
+impl TlsConfig {
+    pub fn new(cfg: Arc<rustls::ServerConfig>) -> Arc<TlsConfig> {
+        Arc::new(TlsConfig(ArcSwap::new(cfg)))
+    }
+
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.0.load_full()
+    }
+
+    pub fn update(&self, cfg: Arc<rustls::ServerConfig>) {
+        self.0.store(cfg);
+    }
+}
+
 /// Whether a listener speaks plain HTTP or HTTPS (for `x-forwarded-proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -196,7 +215,7 @@ impl Proxy {
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<Arc<TlsConfig>>,
         shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) {
@@ -212,7 +231,7 @@ impl Proxy {
     pub fn spawn_workers(
         self: &Arc<Self>,
         listeners: Vec<std::net::TcpListener>,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<Arc<TlsConfig>>,
         shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) -> std::io::Result<Workers> {
@@ -258,7 +277,7 @@ impl Proxy {
     async fn serve_with<L: Accept>(
         self: Arc<Self>,
         listener: L,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<Arc<TlsConfig>>,
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
         clients: Arc<Clients>,
@@ -279,7 +298,7 @@ impl Proxy {
         } else {
             Scheme::Http
         };
-        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let acceptor = tls;
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let (tcp, peer) = tokio::select! {
@@ -308,7 +327,10 @@ impl Proxy {
                             .serve_conn(&builder, watcher, tcp, peer, scheme, clients)
                             .await
                     }
-                    Some(acceptor) => {
+                    Some(tls) => {
+                        // The configuration current at accept time (a policy change applies
+                        // to new connections; open ones keep theirs).
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(tls)) => {
                                 proxy

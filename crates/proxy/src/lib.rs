@@ -15,7 +15,9 @@ mod snapshot;
 
 pub use balance::Balancer;
 pub use certs::{CertEntry, CertTable, SniResolver};
-pub use forward::{bind_workers, ChallengeSource, MetricsSource, Proxy, Scheme, Workers};
+pub use forward::{
+    bind_workers, ChallengeSource, MetricsSource, Proxy, Scheme, TlsConfig, Workers,
+};
 pub use health::HealthCheck;
 pub use metrics::RouteStats;
 pub use snapshot::{Endpoint, HeaderRules, PathMatch, Route, RouteTable, Upstream};

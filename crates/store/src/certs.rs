@@ -16,6 +16,8 @@ use crate::audit::NewEvent;
 use crate::routes::bump;
 use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
 
+const HTTPS_POLICY: &str = "edge.https_policy";
+
 /// A certificate as stored.
 #[derive(Clone, PartialEq)]
 pub struct CertRecord {
@@ -360,6 +362,61 @@ impl Store {
             ),
         )
         .await
+    }
+
+    /// The TLS policy of every edge's HTTPS listener, when set centrally.
+    pub async fn https_policy(&self) -> Result<Option<model::certs::HttpsPolicy>> {
+        Ok(self
+            .setting(HTTPS_POLICY)
+            .await?
+            .and_then(|v| model::certs::HttpsPolicy::parse(&v).ok()))
+    }
+
+    /// Sets (or clears) the edges' TLS policy; edges apply it to new connections.
+    pub async fn set_https_policy(
+        &self,
+        actor: &Actor,
+        policy: Option<model::certs::HttpsPolicy>,
+    ) -> Result<()> {
+        self.set_setting(actor, HTTPS_POLICY, policy.map(|p| p.as_str()))
+            .await
+    }
+
+    /// An installation-wide setting, if set.
+    pub async fn setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("value"))
+            .transpose()?)
+    }
+
+    /// Sets (or, with `None`, clears) an installation-wide setting, audited.
+    pub async fn set_setting(&self, actor: &Actor, name: &str, value: Option<&str>) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        sqlx::query("DELETE FROM settings WHERE name = $1")
+            .bind(name)
+            .execute(&mut *w.tx)
+            .await?;
+        if let Some(v) = value {
+            sqlx::query(
+                "INSERT INTO settings (name, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(name)
+            .bind(v)
+            .bind(ts(self.now()))
+            .bind(&actor.principal)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        let mut ev = NewEvent::success(
+            "setting.update",
+            format!("settings/{name}"),
+            Scope::Platform,
+        );
+        ev.detail = format!("{name}={}", value.unwrap_or("(default)"));
+        w.commit(actor, ev).await
     }
 
     /// The stored (root-wrapped) ACME account credentials for `directory`, if any.

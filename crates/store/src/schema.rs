@@ -259,6 +259,17 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "INSERT INTO generations (name, value) VALUES ('services', 0)",
         ],
     ),
+    (
+        7,
+        &[
+            // Installation-wide settings (e.g. the edge's TLS policy), as JSON values.
+            "CREATE TABLE settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                updated_by TEXT NOT NULL)",
+        ],
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.

@@ -4,7 +4,7 @@
 //! echoed, and never goes out again.
 
 use model::certs::{
-    AddCert, EdgeGenerations, EdgeSnapshot, IssueCert, RegisterReplica, UpdateReplica,
+    AddCert, EdgeGenerations, EdgeSettings, EdgeSnapshot, IssueCert, RegisterReplica, UpdateReplica,
 };
 use model::rbac::{Action, Resource};
 use model::types::List;
@@ -47,6 +47,27 @@ fn replica_address(s: &str) -> Result<String, ApiError> {
     Ok(model::certs::validate_replica_address(&decoded)?.to_string())
 }
 
+/// `GET`/`PUT /v1/edge/settings`: the settings every edge follows.
+pub async fn settings(ctx: &Ctx<'_>, op: Op, req: Req) -> Reply {
+    let st = &ctx.state;
+    if op == Op::GetEdgeSettings {
+        ctx.allow(Resource::EdgeConfig, Action::Read, &Scope::Platform)
+            .await?;
+        return ok(&EdgeSettings {
+            https_policy: st.store.https_policy().await?,
+        });
+    }
+    ctx.allow(Resource::EdgeConfig, Action::Update, &Scope::Platform)
+        .await?;
+    let body: EdgeSettings = read_json(&req.headers, req.body).await?;
+    ctx.mutate(
+        &Scope::Platform,
+        st.store.set_https_policy(&ctx.actor, body.https_policy),
+    )
+    .await?;
+    ok(&body)
+}
+
 /// `GET /v1/edge/generations` and `GET /v1/edge/snapshot`: for remote edges (a platform
 /// grant that may read the edge's configuration, keys included).
 pub async fn remote(ctx: &Ctx<'_>, op: Op) -> Reply {
@@ -57,6 +78,7 @@ pub async fn remote(ctx: &Ctx<'_>, op: Op) -> Reply {
         routes: st.store.generation("routes").await?,
         certificates: st.store.generation("certificates").await?,
         acme_http01: st.certs.http01_tokens().entries().into_iter().collect(),
+        https_policy: st.store.https_policy().await?,
     };
     if op == Op::EdgeGenerations {
         return ok(&generations);

@@ -401,6 +401,7 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
         op if route_ops::permission(op).is_some() => route_ops::call(ctx, op, params, req).await,
         op if edge_ops::permission(op).is_some() => edge_ops::call(ctx, op, params, req).await,
         Op::EdgeGenerations | Op::EdgeSnapshot => edge_ops::remote(ctx, op).await,
+        Op::GetEdgeSettings | Op::SetEdgeSettings => edge_ops::settings(ctx, op, req).await,
         op if service_ops::permission(op).is_some() => {
             service_ops::call(ctx, op, params, req).await
         }

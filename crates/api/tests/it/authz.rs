@@ -265,6 +265,18 @@ async fn cases(s: &Server, i: usize) -> Vec<Case> {
         Rule::Anywhere(Resource::Audit, Action::Verify),
     ));
     artifact_cases(s, i, &mut v).await;
+    v.push(c(
+        "GET",
+        "/v1/edge/settings".into(),
+        None,
+        Rule::Table(Resource::EdgeConfig, Action::Read, Scope::Platform),
+    ));
+    v.push(c(
+        "PUT",
+        "/v1/edge/settings".into(),
+        Some(json!({"https_policy": null})),
+        Rule::Table(Resource::EdgeConfig, Action::Update, Scope::Platform),
+    ));
     for path in ["/v1/edge/generations", "/v1/edge/snapshot"] {
         v.push(c(
             "GET",

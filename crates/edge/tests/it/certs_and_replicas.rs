@@ -332,3 +332,76 @@ async fn a_hundred_certificate_replica_and_route_changes_under_https_load_fail_n
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     s.edge.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_tls_policy_changes_without_a_restart() {
+    let s = setup().await;
+    let a = upstream("a").await;
+    let act = Actor::system();
+    let mut route = spec("api.acme.test", "/", &[a], Listener::Public);
+    route.allow_http = false;
+    s.store
+        .create_route(&act, &scope("acme/staging"), "api", &route)
+        .await
+        .unwrap();
+    issue(&s, "acme/staging", "api", &["api.acme.test"]).await;
+    let https = s.edge.public_https.unwrap();
+    let url = format!("https://api.acme.test:{}/", https.port());
+    let tls12 = || {
+        let root = reqwest::Certificate::from_pem(s.certs.ca_pem().as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .max_tls_version(reqwest::tls::Version::TLS_1_2)
+            .resolve("api.acme.test", https)
+            .build()
+            .unwrap()
+    };
+    // `compatible` (the flag): TLS 1.2 is served once the certificate is loaded.
+    let mut served = false;
+    for _ in 0..300 {
+        if let Ok(r) = tls12().get(&url).send().await {
+            served = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "TLS 1.2 served under compatible");
+    // Set centrally to `modern`: new TLS 1.2 connections are refused, no restart.
+    s.store
+        .set_https_policy(&act, Some(model::certs::HttpsPolicy::Modern))
+        .await
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..300 {
+        if tls12().get(&url).send().await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        refused,
+        "TLS 1.2 still accepted after the policy became modern"
+    );
+    // TLS 1.3 still works.
+    let r = https_client(&s, &["api.acme.test"])
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Back to the default (the flag): TLS 1.2 again.
+    s.store.set_https_policy(&act, None).await.unwrap();
+    let mut back = false;
+    for _ in 0..300 {
+        if tls12().get(&url).send().await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(back);
+    s.edge.shutdown().await;
+}

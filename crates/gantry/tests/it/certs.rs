@@ -131,6 +131,36 @@ fn certificates_from_the_cli_are_served_by_sni_with_the_tls_policy() {
         );
     }
 
+    // The TLS policy changes for every edge without a restart.
+    let tls12 = || {
+        s_client_at(
+            &g.edge_https,
+            &ca,
+            &["-servername", "web.acme.test", "-tls1_2"],
+        )
+    };
+    assert!(tls12().contains("Verify return code: 0 (ok)"));
+    ok(g.cli(&["tls-policy", "set", "modern"]));
+    let start = Instant::now();
+    while !tls12().contains("alert") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "TLS 1.2 still accepted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok(g.cli(&["tls-policy", "show"])).contains("modern"));
+    fails(g.cli(&["tls-policy", "set", "legacy"]), 3);
+    ok(g.cli(&["tls-policy", "set", "default"]));
+    let start = Instant::now();
+    while !tls12().contains("Verify return code: 0 (ok)") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "TLS 1.2 not back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // A certificate added from files (made by OpenSSL), its key sent once.
     let key = dir.path().join("up.key");
     let crt = dir.path().join("up.crt");

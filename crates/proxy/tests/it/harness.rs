@@ -108,11 +108,12 @@ impl Edge {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(
-            proxy
-                .clone()
-                .serve(listener, tls, rx, Duration::from_secs(5)),
-        );
+        tokio::spawn(proxy.clone().serve(
+            listener,
+            tls.map(proxy::TlsConfig::new),
+            rx,
+            Duration::from_secs(5),
+        ));
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         Edge {
