@@ -15,7 +15,7 @@ use model::types::Outcome;
 use model::Scope;
 use store::audit::NewEvent;
 use store::keyring::KeyPurpose;
-use store::secrets::NewVersion;
+use store::secrets::{NewVersion, VersionOf};
 use store::{Actor, StoreError};
 
 use crate::{b64, unb64, Keyring, Result, SecretsError};
@@ -70,23 +70,15 @@ impl Keyring {
         // will assign, and retry if another writer got there first (unless the caller asked
         // for check-and-set, which then fails as asked).
         for _ in 0..8 {
-            let existing = match self.store.secret(scope, name).await {
-                Ok(s) => Some(s),
-                Err(StoreError::NotFound(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
+            let existing = self.store.secret_and_key(scope, name).await?;
             let current = existing
                 .as_ref()
                 .map(|(i, _)| i.current_version)
                 .unwrap_or(0);
             let expected = if_version.unwrap_or(current);
             let v = expected + 1;
-            let (key, material, new_key) = match &existing {
-                Some((_, key_id)) => {
-                    let k =
-                        self.store.key(key_id).await?.ok_or_else(|| {
-                            SecretsError::NotFound(format!("key {key_id} not found"))
-                        })?;
+            let (key, material, new_key) = match existing {
+                Some((_, k)) => {
                     let m = self.material(&k.id, k.current_version).await?;
                     (k, m, None)
                 }
@@ -134,7 +126,7 @@ impl Keyring {
                 )
                 .await
             {
-                Ok(_) => return Ok(self.store.secret(scope, name).await?.0),
+                Ok(info) => return Ok(info),
                 Err(StoreError::VersionMismatch(_)) if if_version.is_none() => continue,
                 Err(StoreError::AlreadyExists(_)) if if_version.is_none() => continue,
                 Err(e) => return Err(e.into()),
@@ -178,7 +170,13 @@ impl Keyring {
         if self.is_sealed() {
             return Err(SecretsError::Sealed);
         }
-        let (info, key_id) = self.store.secret(scope, name).await?;
+        let sel = match which {
+            Which::Current => VersionOf::Current,
+            Which::Previous => VersionOf::Previous,
+            Which::Version(v) => VersionOf::Number(v),
+        };
+        // The environment, the secret and the version in one statement.
+        let (info, key_id, stored) = self.store.secret_with_version(scope, name, sel).await?;
         if info.state == SecretState::Deleted {
             return Err(SecretsError::Conflict(format!(
                 "secret {scope}/{name} is deleted; restore it to read it"
@@ -191,7 +189,9 @@ impl Keyring {
                 SecretsError::NotFound(format!("secret {scope}/{name} has no previous version"))
             })?,
         };
-        let stored = self.store.secret_version(scope, name, &info, v).await?;
+        let stored = stored.ok_or_else(|| {
+            SecretsError::NotFound(format!("secret {scope}/{name} has no version {v}"))
+        })?;
         self.store
             .record(
                 actor,

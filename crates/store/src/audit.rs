@@ -83,56 +83,98 @@ pub(crate) async fn append(
     actor: &Actor,
     new: &NewEvent,
     now: OffsetDateTime,
-) -> Result<AuditEvent> {
+) -> Result<()> {
+    append_all(tx, engine, &[(actor, new)], now).await
+}
+
+/// Rows of one multi-row insert (12 parameters each, well below both engines' limits).
+const INSERT_CHUNK: usize = 64;
+
+/// Appends `events` in order inside `tx`: the chain head is read (and locked) once, the
+/// events are linked and inserted in a few multi-row statements, and the head is moved once.
+pub(crate) async fn append_all(
+    tx: &mut Transaction<'static, Any>,
+    engine: Engine,
+    events: &[(&Actor, &NewEvent)],
+    now: OffsetDateTime,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let head_sql = match engine {
         Engine::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         Engine::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
     };
     let head = sqlx::query(head_sql).fetch_one(&mut **tx).await?;
-    let prev_seq: i64 = head.try_get("seq")?;
-    let prev_hash: String = head.try_get("hash")?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev_hash: String = head.try_get("hash")?;
     // Millisecond precision is what is stored and hashed.
     let now = parse_ts(&ts(now))?;
-    let mut ev = AuditEvent {
-        seq: prev_seq + 1,
-        time: now,
-        principal: actor.principal.clone(),
-        action: new.action.clone(),
-        resource: new.resource.clone(),
-        scope: new.scope.to_string(),
-        outcome: new.outcome,
-        request_id: actor.request_id.clone(),
-        source: actor.source.clone(),
-        detail: new.detail.clone(),
-        prev_hash,
-        hash: String::new(),
-    };
-    ev.hash = chain_hash(&ev);
-    sqlx::query(
-        "INSERT INTO audit_events (seq, time, principal, action, resource, scope, outcome, \
-         request_id, source, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(ev.seq)
-    .bind(ts(ev.time))
-    .bind(&ev.principal)
-    .bind(&ev.action)
-    .bind(&ev.resource)
-    .bind(&ev.scope)
-    .bind(ev.outcome.as_str())
-    .bind(&ev.request_id)
-    .bind(&ev.source)
-    .bind(&ev.detail)
-    .bind(&ev.prev_hash)
-    .bind(&ev.hash)
-    .execute(&mut **tx)
-    .await?;
+    let mut linked = Vec::with_capacity(events.len());
+    for (actor, new) in events {
+        seq += 1;
+        let mut ev = AuditEvent {
+            seq,
+            time: now,
+            principal: actor.principal.clone(),
+            action: new.action.clone(),
+            resource: new.resource.clone(),
+            scope: new.scope.to_string(),
+            outcome: new.outcome,
+            request_id: actor.request_id.clone(),
+            source: actor.source.clone(),
+            detail: new.detail.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        ev.hash = chain_hash(&ev);
+        prev_hash = ev.hash.clone();
+        linked.push(ev);
+    }
+    let time = ts(now);
+    for chunk in linked.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO audit_events (seq, time, principal, action, resource, scope, outcome, \
+             request_id, source, detail, prev_hash, hash) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 12;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for j in 1..=12 {
+                if j > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", b + j));
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for ev in chunk {
+            q = q
+                .bind(ev.seq)
+                .bind(time.clone())
+                .bind(ev.principal.clone())
+                .bind(ev.action.clone())
+                .bind(ev.resource.clone())
+                .bind(ev.scope.clone())
+                .bind(ev.outcome.as_str())
+                .bind(ev.request_id.clone())
+                .bind(ev.source.clone())
+                .bind(ev.detail.clone())
+                .bind(ev.prev_hash.clone())
+                .bind(ev.hash.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(ev.seq)
-        .bind(&ev.hash)
+        .bind(seq)
+        .bind(&prev_hash)
         .execute(&mut **tx)
         .await?;
-    Ok(ev)
+    Ok(())
 }
 
 /// Most events one group commit writes.
@@ -207,9 +249,8 @@ async fn write_batch(
 ) -> Result<()> {
     let _guard = lock.lock().await;
     let mut tx = crate::begin(pool, engine).await?;
-    for p in batch {
-        append(&mut tx, engine, &p.actor, &p.event, clock.now()).await?;
-    }
+    let events: Vec<(&Actor, &NewEvent)> = batch.iter().map(|p| (&p.actor, &p.event)).collect();
+    append_all(&mut tx, engine, &events, clock.now()).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -119,26 +119,40 @@ fn u32_col(row: &AnyRow, col: &str) -> Result<u32> {
 }
 
 fn row_to_key(row: &AnyRow) -> Result<KeyRecord> {
-    let state: String = row.try_get("state")?;
-    let scope: String = row.try_get("scope")?;
+    row_to_key_p(row, "")
+}
+
+/// `row_to_key` for columns named with `prefix` (in a join).
+pub(crate) fn row_to_key_p(row: &AnyRow, prefix: &str) -> Result<KeyRecord> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let state: String = row.try_get(col("state").as_str())?;
+    let scope: String = row.try_get(col("scope").as_str())?;
     Ok(KeyRecord {
-        id: row.try_get("id")?,
-        purpose: KeyPurpose::parse(&row.try_get::<String, _>("purpose")?)?,
+        id: row.try_get(col("id").as_str())?,
+        purpose: KeyPurpose::parse(&row.try_get::<String, _>(col("purpose").as_str())?)?,
         scope: Scope::parse(&scope).map_err(|e| StoreError::Corrupt(e.message))?,
-        name: row.try_get("name")?,
-        parent: row.try_get("parent")?,
+        name: row.try_get(col("name").as_str())?,
+        parent: row.try_get(col("parent").as_str())?,
         state: KeyState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key state {state:?}")))?,
-        current_version: u32_col(row, "current_version")?,
-        min_decrypt_version: u32_col(row, "min_decrypt_version")?,
-        rotation_days: u32_col(row, "rotation_days")?,
-        next_rotation_at: opt_time(row, "next_rotation_at")?,
-        deletion_at: opt_time(row, "deletion_at")?,
-        description: row.try_get("description")?,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        created_by: row.try_get("created_by")?,
+        current_version: u32_col(row, &col("current_version"))?,
+        min_decrypt_version: u32_col(row, &col("min_decrypt_version"))?,
+        rotation_days: u32_col(row, &col("rotation_days"))?,
+        next_rotation_at: opt_time(row, &col("next_rotation_at"))?,
+        deletion_at: opt_time(row, &col("deletion_at"))?,
+        description: row.try_get(col("description").as_str())?,
+        created_at: parse_ts(&row.try_get::<String, _>(col("created_at").as_str())?)?,
+        created_by: row.try_get(col("created_by").as_str())?,
     })
 }
+
+/// Key columns as `k_`-prefixed aliases of table alias `k`, for joins.
+pub(crate) const KEY_COLS_K: &str =
+    "k.id AS k_id, k.purpose AS k_purpose, k.scope AS k_scope, k.name AS k_name, \
+    k.parent AS k_parent, k.state AS k_state, k.current_version AS k_current_version, \
+    k.min_decrypt_version AS k_min_decrypt_version, k.rotation_days AS k_rotation_days, \
+    k.next_rotation_at AS k_next_rotation_at, k.deletion_at AS k_deletion_at, \
+    k.description AS k_description, k.created_at AS k_created_at, k.created_by AS k_created_by";
 
 /// The audit resource of a key: its id.
 fn resource(id: &str) -> String {

@@ -11,6 +11,7 @@
 
 pub mod artifacts;
 pub mod audit;
+mod auth_cache;
 pub mod certs;
 pub mod keyring;
 mod principals;
@@ -31,6 +32,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 use time::OffsetDateTime;
 
 pub use audit::{chain_hash, GENESIS_HASH};
+pub use auth_cache::TTL as PRINCIPAL_CACHE_TTL;
 pub use principals::Authenticated;
 
 /// The store's error. `code()` maps it onto the shared error-code table.
@@ -136,6 +138,8 @@ pub struct Store {
     url_display: String,
     /// Events without a change (reads, refusals) go to the group-commit writer.
     recorder: audit::Recorder,
+    /// Authenticated principals by token hash (see `auth_cache`).
+    auth_cache: auth_cache::AuthCache,
 }
 
 impl Store {
@@ -188,6 +192,7 @@ impl Store {
             clock,
             url_display,
             recorder,
+            auth_cache: Default::default(),
         };
         schema::migrate(&store).await?;
         Ok(store)
@@ -237,6 +242,20 @@ impl WriteTx<'_> {
         audit::append(&mut self.tx, self.store.engine, actor, &event, now).await?;
         self.tx.commit().await?;
         Ok(())
+    }
+
+    /// `commit` for a change to accounts, tokens or grants: it also empties the cache of
+    /// authenticated principals, so the change applies to the very next request.
+    pub(crate) async fn commit_principals(
+        self,
+        actor: &Actor,
+        event: audit::NewEvent,
+    ) -> Result<()> {
+        let store = self.store;
+        let result = self.commit(actor, event).await;
+        // Also on an error: the commit may have reached the database all the same.
+        store.auth_cache.invalidate();
+        result
     }
 }
 

@@ -169,7 +169,7 @@ impl Store {
             created_at,
             created_by: actor.principal.clone(),
         };
-        w.commit(
+        w.commit_principals(
             actor,
             NewEvent::success("account.create", format!("accounts/{name}"), name.scope()),
         )
@@ -255,7 +255,7 @@ impl Store {
         ] {
             sqlx::query(sql).bind(&full).execute(&mut *w.tx).await?;
         }
-        w.commit(
+        w.commit_principals(
             actor,
             NewEvent::success("account.delete", format!("accounts/{name}"), name.scope()),
         )
@@ -285,7 +285,7 @@ impl Store {
         let new = self
             .insert_token(&mut w.tx, actor, account, ttl, description)
             .await?;
-        w.commit(
+        w.commit_principals(
             actor,
             NewEvent::success(
                 "token.create",
@@ -371,7 +371,7 @@ impl Store {
             .execute(&mut *w.tx)
             .await?;
         info.revoked_at = Some(now);
-        w.commit(
+        w.commit_principals(
             actor,
             NewEvent::success("token.revoke", format!("tokens/{id}"), info.account.scope()),
         )
@@ -385,7 +385,13 @@ impl Store {
         if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 128 {
             return Ok(None);
         }
-        // One statement on the hot path: the token and its account's grants together (one
+        let hash = hash_token(secret);
+        let now = self.now();
+        if let Some(who) = self.auth_cache.get(&hash, now) {
+            return Ok(Some(who));
+        }
+        let generation = self.auth_cache.generation();
+        // One statement on a cache miss: the token and its account's grants together (one
         // row per grant; a single row with NULL role when the account holds none).
         let rows = sqlx::query(
             "SELECT t.id, t.account, t.description, t.created_at, t.created_by, t.expires_at, \
@@ -393,14 +399,13 @@ impl Store {
              FROM tokens t LEFT JOIN grants g ON g.principal = t.account \
              WHERE t.hash = $1 ORDER BY g.scope, g.role",
         )
-        .bind(hash_token(secret))
+        .bind(&hash)
         .fetch_all(&self.pool)
         .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
         let info = row_to_token(first)?;
-        let now = self.now();
         if info.revoked_at.is_some() || info.expires_at.is_some_and(|e| e <= now) {
             return Ok(None);
         }
@@ -415,11 +420,14 @@ impl Store {
                 });
             }
         }
-        Ok(Some(Authenticated {
+        let who = Authenticated {
             principal: info.account,
             token_id: info.id,
             roles,
-        }))
+        };
+        self.auth_cache
+            .put(hash, generation, info.expires_at, who.clone());
+        Ok(Some(who))
     }
 
     pub async fn roles_of(&self, principal: &PrincipalName) -> Result<Vec<RoleOn>> {
@@ -465,7 +473,7 @@ impl Store {
             scope.clone(),
         );
         ev.detail = format!("role={role} principal={principal}");
-        w.commit(actor, ev).await?;
+        w.commit_principals(actor, ev).await?;
         Ok(Grant {
             role,
             principal: principal.clone(),
@@ -583,7 +591,7 @@ impl Store {
             scope.clone(),
         );
         ev.detail = format!("role={role} principal={principal}");
-        w.commit(actor, ev).await
+        w.commit_principals(actor, ev).await
     }
 
     /// On an empty store, creates the platform account `admin` with `admin` on the platform
@@ -617,7 +625,7 @@ impl Store {
             Scope::Platform,
         );
         ev.detail = format!("account=admin role=admin token={}", token.info.id);
-        w.commit(&actor, ev).await?;
+        w.commit_principals(&actor, ev).await?;
         Ok(Some(token))
     }
 

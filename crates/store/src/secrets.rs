@@ -11,7 +11,7 @@ use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 
 use crate::audit::NewEvent;
-use crate::keyring::{insert_key, KeyRecord};
+use crate::keyring::{insert_key, row_to_key_p, KeyRecord, KEY_COLS_K};
 use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
 
 /// A secret version as stored.
@@ -20,6 +20,14 @@ pub struct StoredVersion {
     pub info: SecretVersionInfo,
     /// The `gk1` ciphertext, base64.
     pub ciphertext: String,
+}
+
+/// Which version `Store::secret_with_version` reads.
+#[derive(Debug, Clone, Copy)]
+pub enum VersionOf {
+    Current,
+    Previous,
+    Number(u32),
 }
 
 /// A new version to store.
@@ -76,8 +84,19 @@ fn row_to_secret(row: &AnyRow) -> Result<(SecretInfo, String)> {
 }
 
 fn row_to_version(row: &AnyRow, current: u32, previous: Option<u32>) -> Result<StoredVersion> {
-    let version = u32_of(row.try_get("version")?, "version")?;
-    let ct: String = row.try_get("content_type")?;
+    row_to_version_p(row, "", current, previous)
+}
+
+/// `row_to_version` for columns named with `prefix` (in a join).
+fn row_to_version_p(
+    row: &AnyRow,
+    prefix: &str,
+    current: u32,
+    previous: Option<u32>,
+) -> Result<StoredVersion> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let version = u32_of(row.try_get(col("version").as_str())?, "version")?;
+    let ct: String = row.try_get(col("content_type").as_str())?;
     let stage = if version == current {
         Some("current".to_string())
     } else if Some(version) == previous {
@@ -91,12 +110,12 @@ fn row_to_version(row: &AnyRow, current: u32, previous: Option<u32>) -> Result<S
             stage,
             content_type: ContentType::parse(&ct)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown content type {ct:?}")))?,
-            size: row.try_get::<i64, _>("size")? as u64,
-            key_version: u32_of(row.try_get("key_version")?, "key version")?,
-            created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-            created_by: row.try_get("created_by")?,
+            size: row.try_get::<i64, _>(col("size").as_str())? as u64,
+            key_version: u32_of(row.try_get(col("key_version").as_str())?, "key version")?,
+            created_at: parse_ts(&row.try_get::<String, _>(col("created_at").as_str())?)?,
+            created_by: row.try_get(col("created_by").as_str())?,
         },
-        ciphertext: row.try_get("ciphertext")?,
+        ciphertext: row.try_get(col("ciphertext").as_str())?,
     })
 }
 
@@ -156,6 +175,36 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("secret {scope}/{name} not found")))
     }
 
+    /// A secret's metadata with its key's record, in one statement; `None` when the secret
+    /// does not exist.
+    pub async fn secret_and_key(
+        &self,
+        scope: &Scope,
+        name: &str,
+    ) -> Result<Option<(SecretInfo, KeyRecord)>> {
+        let cols = SECRET_COLS
+            .split(", ")
+            .map(|c| format!("s.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(&format!(
+            "SELECT {cols}, {KEY_COLS_K} FROM secrets s LEFT JOIN keys k ON k.id = s.key_id \
+             WHERE s.scope = $1 AND s.name = $2"
+        ))
+        .bind(scope.to_string())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            let (info, key_id) = row_to_secret(&r)?;
+            if r.try_get::<Option<String>, _>("k_id")?.is_none() {
+                return Err(StoreError::NotFound(format!("key {key_id} not found")));
+            }
+            Ok((info, row_to_key_p(&r, "k_")?))
+        })
+        .transpose()
+    }
+
     pub async fn secrets(&self, scope: &Scope) -> Result<Vec<SecretInfo>> {
         let rows = sqlx::query(&format!(
             "SELECT {SECRET_COLS} FROM secrets WHERE scope = $1 ORDER BY name"
@@ -193,7 +242,7 @@ impl Store {
         if_version: Option<u32>,
         description: Option<&str>,
         new_key: Option<(&KeyRecord, &str)>,
-    ) -> Result<u32> {
+    ) -> Result<SecretInfo> {
         let mut w = self.begin_write().await?;
         let scope_s = scope.to_string();
         let existing = fetch_secret(&mut w.tx, &scope_s, name).await?;
@@ -279,7 +328,94 @@ impl Store {
         let mut ev = NewEvent::success("secret.put", resource(scope, name), scope.clone());
         ev.detail = format!("version={v}");
         w.commit(actor, ev).await?;
-        Ok(v)
+        // The secret as it now stands, as a read would give it.
+        let at = parse_ts(&now)?;
+        let info = match existing {
+            None => SecretInfo {
+                name: format!("{scope}/{name}"),
+                state: SecretState::Active,
+                current_version: v,
+                previous_version: None,
+                description: description.unwrap_or("").to_string(),
+                created_at: at,
+                created_by: actor.principal.clone(),
+                updated_at: at,
+                updated_by: actor.principal.clone(),
+                deleted_at: None,
+                purge_at: None,
+            },
+            Some((old, _)) => SecretInfo {
+                current_version: v,
+                previous_version: Some(old.current_version),
+                description: description.map(str::to_string).unwrap_or(old.description),
+                updated_at: at,
+                updated_by: actor.principal.clone(),
+                ..old
+            },
+        };
+        Ok(info)
+    }
+
+    /// A secret (with its key id) and one of its versions, in one statement that also
+    /// checks the environment: `NotFound` names the environment or the secret that is
+    /// missing; the version is `None` when the secret has no such version.
+    pub async fn secret_with_version(
+        &self,
+        scope: &Scope,
+        name: &str,
+        which: VersionOf,
+    ) -> Result<(SecretInfo, String, Option<StoredVersion>)> {
+        let Scope::Environment(t, e) = scope else {
+            return Err(StoreError::NotFound(format!(
+                "secret {scope}/{name} not found"
+            )));
+        };
+        let sel = match which {
+            VersionOf::Current => "s.current_version",
+            VersionOf::Previous => "s.previous_version",
+            VersionOf::Number(_) => "$5",
+        };
+        let sql = format!(
+            "SELECT e.name AS env, s.scope, s.name, s.key_id, s.state, s.current_version, \
+             s.previous_version, s.description, s.created_at, s.created_by, s.updated_at, \
+             s.updated_by, s.deleted_at, s.purge_at, v.version AS v_version, \
+             v.ciphertext AS v_ciphertext, v.content_type AS v_content_type, v.size AS v_size, \
+             v.key_version AS v_key_version, v.created_at AS v_created_at, \
+             v.created_by AS v_created_by \
+             FROM environments e \
+             LEFT JOIN secrets s ON s.scope = $3 AND s.name = $4 \
+             LEFT JOIN secret_versions v ON v.scope = s.scope AND v.name = s.name AND v.version = {sel} \
+             WHERE e.tenant = $1 AND e.name = $2"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(t.as_str())
+            .bind(e.as_str())
+            .bind(scope.to_string())
+            .bind(name);
+        if let VersionOf::Number(n) = which {
+            q = q.bind(n as i64);
+        }
+        let row = q
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("environment {t}/{e} not found")))?;
+        if row.try_get::<Option<String>, _>("scope")?.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "secret {scope}/{name} not found"
+            )));
+        }
+        let (info, key_id) = row_to_secret(&row)?;
+        let version = if row.try_get::<Option<i64>, _>("v_version")?.is_some() {
+            Some(row_to_version_p(
+                &row,
+                "v_",
+                info.current_version,
+                info.previous_version,
+            )?)
+        } else {
+            None
+        };
+        Ok((info, key_id, version))
     }
 
     /// One version (by number) of a secret.

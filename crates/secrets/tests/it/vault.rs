@@ -489,3 +489,110 @@ async fn no_plaintext_anywhere_in_the_data_directory() {
         "the scan must see the database files ({scanned} bytes)"
     );
 }
+
+#[tokio::test]
+async fn value_reads_name_what_is_missing() {
+    let h = H::new().await;
+    let a = actor("acme/ci-bot");
+    let st = scope("acme/staging");
+    h.kr.put_secret(&a, &st, "db", b"v1", ContentType::Text, None, None)
+        .await
+        .unwrap();
+    let missing = |e: secrets::SecretsError| {
+        assert_eq!(e.code(), Code::NotFound);
+        e.to_string()
+    };
+    let e =
+        h.kr.read_secret(&a, &scope("acme/nowhere"), "db", Which::Current)
+            .await
+            .unwrap_err();
+    assert!(missing(e).contains("environment acme/nowhere"));
+    let e =
+        h.kr.read_secret(&a, &st, "other", Which::Current)
+            .await
+            .unwrap_err();
+    assert!(missing(e).contains("secret acme/staging/other"));
+    let e =
+        h.kr.read_secret(&a, &st, "db", Which::Previous)
+            .await
+            .unwrap_err();
+    assert!(missing(e).contains("no previous version"));
+    let e =
+        h.kr.read_secret(&a, &st, "db", Which::Version(2))
+            .await
+            .unwrap_err();
+    assert!(missing(e).contains("no version 2"));
+    h.kr.put_secret(&a, &st, "db", b"v2", ContentType::Text, None, None)
+        .await
+        .unwrap();
+    for (which, want, version) in [
+        (Which::Current, "v2", 2),
+        (Which::Previous, "v1", 1),
+        (Which::Version(1), "v1", 1),
+    ] {
+        let v = h.kr.read_secret(&a, &st, "db", which).await.unwrap();
+        assert_eq!((v.value.as_deref(), v.version), (Some(want), version));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_puts_get_distinct_versions_and_one_event_each() {
+    // Three writers per secret: a writer that loses a race retries, and can lose at most
+    // twice, within the put's retries.
+    let h = H::new().await;
+    let st = scope("acme/staging");
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let kr = h.kr.clone();
+        let st = st.clone();
+        tasks.push(tokio::spawn(async move {
+            let a = actor("acme/ci-bot");
+            let name = format!("shared-{}", i % 4);
+            let value = format!("value-{i}");
+            let info = kr
+                .put_secret(
+                    &a,
+                    &st,
+                    &name,
+                    value.as_bytes(),
+                    ContentType::Text,
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            (name, info.current_version, value)
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        let (name, v, value) = t.await.unwrap();
+        let read =
+            h.kr.read_secret(&actor("acme/ci-bot"), &st, &name, Which::Version(v))
+                .await
+                .unwrap();
+        assert_eq!(read.value.as_deref(), Some(value.as_str()));
+        versions.push((name, v));
+    }
+    versions.sort();
+    let want: Vec<(String, u32)> = (0..4)
+        .flat_map(|s| (1..=3).map(move |v| (format!("shared-{s}"), v)))
+        .collect();
+    assert_eq!(versions, want);
+    let mut got: Vec<(String, String)> = h
+        .store
+        .audit_events(&Default::default(), |_| true)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "secret.put")
+        .map(|e| (e.resource, e.detail))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, v)| (format!("secrets/acme/staging/{n}"), format!("version={v}")))
+        .collect();
+    assert_eq!(got, want);
+    assert!(h.store.audit_verify().await.unwrap().intact);
+}

@@ -26,6 +26,8 @@ crate::engine_tests!(
     bootstrap_does_nothing_when_an_account_exists,
     returned_records_are_the_stored_ones,
     delete_account_without_any_platform_admin,
+    cached_principal_follows_revocation_grants_and_deletion_at_once,
+    cached_principal_sees_another_store_within_the_ttl,
 );
 
 async fn account_create_get_list_delete(ctx: Ctx) {
@@ -743,4 +745,81 @@ async fn returned_records_are_the_stored_ones(ctx: Ctx) {
     s.close().await;
     assert_eq!(stored_acc, acc, "account");
     assert_eq!(stored_grant, g, "grant");
+}
+
+async fn cached_principal_follows_revocation_grants_and_deletion_at_once(ctx: Ctx) {
+    let s = &ctx.store;
+    let a = actor("alice");
+    s.bootstrap().await.unwrap().expect("bootstrap");
+    s.create_tenant(&a, &name("acme")).await.unwrap();
+    s.create_account(&a, &principal("ops"), "").await.unwrap();
+    let t = s
+        .create_token(&a, &principal("ops"), Some(time::Duration::hours(1)), "")
+        .await
+        .unwrap();
+    let roles = |r: Option<store::Authenticated>| r.expect("authenticated").roles;
+    // Twice: the second answer comes from the cache.
+    assert!(roles(s.authenticate(&t.token).await.unwrap()).is_empty());
+    assert!(roles(s.authenticate(&t.token).await.unwrap()).is_empty());
+
+    s.grant(&a, Role::Viewer, &principal("ops"), &scope("acme"))
+        .await
+        .unwrap();
+    let viewer = vec![RoleOn {
+        role: Role::Viewer,
+        scope: scope("acme"),
+    }];
+    assert_eq!(roles(s.authenticate(&t.token).await.unwrap()), viewer);
+    assert_eq!(roles(s.authenticate(&t.token).await.unwrap()), viewer);
+    s.revoke(&a, Role::Viewer, &principal("ops"), &scope("acme"))
+        .await
+        .unwrap();
+    assert!(roles(s.authenticate(&t.token).await.unwrap()).is_empty());
+
+    // Expiry is checked on every use, cached or not.
+    ctx.clock.advance(time::Duration::hours(1));
+    assert_eq!(s.authenticate(&t.token).await.unwrap(), None);
+    ctx.clock.advance(-time::Duration::hours(1));
+    assert!(s.authenticate(&t.token).await.unwrap().is_some());
+
+    s.revoke_token(&a, &t.info.id).await.unwrap();
+    assert_eq!(s.authenticate(&t.token).await.unwrap(), None);
+    assert_eq!(s.authenticate(&t.token).await.unwrap(), None);
+
+    let t2 = s
+        .create_token(&a, &principal("ops"), Some(time::Duration::hours(1)), "")
+        .await
+        .unwrap();
+    assert!(s.authenticate(&t2.token).await.unwrap().is_some());
+    assert!(s.authenticate(&t2.token).await.unwrap().is_some());
+    s.delete_account(&a, &principal("ops")).await.unwrap();
+    assert_eq!(s.authenticate(&t2.token).await.unwrap(), None);
+}
+
+async fn cached_principal_sees_another_store_within_the_ttl(ctx: Ctx) {
+    // Another control plane on the same database cannot empty this process's cache; its
+    // revocation is seen once the cached entry's time is up.
+    let s = &ctx.store;
+    let a = actor("alice");
+    s.create_account(&a, &principal("ops"), "").await.unwrap();
+    let t = s
+        .create_token(&a, &principal("ops"), Some(time::Duration::hours(1)), "")
+        .await
+        .unwrap();
+    assert!(s.authenticate(&t.token).await.unwrap().is_some());
+    let other = store::Store::open(&ctx.db.url).await.unwrap();
+    other.revoke_token(&a, &t.info.id).await.unwrap();
+    assert_eq!(other.authenticate(&t.token).await.unwrap(), None);
+    let deadline = std::time::Instant::now() + store::PRINCIPAL_CACHE_TTL * 10;
+    loop {
+        if s.authenticate(&t.token).await.unwrap().is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation by another store was never seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    other.close().await;
 }
