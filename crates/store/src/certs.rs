@@ -147,20 +147,7 @@ impl Store {
         let tenant = tenant_of(&rec.scope)?.to_string();
         let scope = rec.scope.to_string();
         let mut w = self.begin_write().await?;
-        let Scope::Environment(t, e) = &rec.scope else {
-            unreachable!("checked by tenant_of")
-        };
-        if sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
-            .bind(t.as_str())
-            .bind(e.as_str())
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .is_none()
-        {
-            return Err(StoreError::NotFound(format!(
-                "environment {scope} not found"
-            )));
-        }
+        w.require_environment(&rec.scope, "certificates").await?;
         if sqlx::query("SELECT 1 AS x FROM certificates WHERE scope = $1 AND name = $2")
             .bind(&scope)
             .bind(&rec.name)
@@ -343,6 +330,7 @@ impl Store {
             .await?
             .rows_affected();
         if n == 0 {
+            w.abort().await?;
             return Err(StoreError::NotFound(format!(
                 "certificate {scope}/{name} not found"
             )));
@@ -469,22 +457,8 @@ impl Store {
         address: &str,
         state: ReplicaState,
     ) -> Result<ReplicaInfo> {
-        tenant_of(scope)?;
-        let Scope::Environment(t, e) = scope else {
-            unreachable!("checked by tenant_of")
-        };
         let mut w = self.begin_write().await?;
-        if sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
-            .bind(t.as_str())
-            .bind(e.as_str())
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .is_none()
-        {
-            return Err(StoreError::NotFound(format!(
-                "environment {scope} not found"
-            )));
-        }
+        w.require_environment(scope, "replicas").await?;
         let scope_s = scope.to_string();
         if sqlx::query(
             "SELECT 1 AS x FROM replicas WHERE scope = $1 AND service = $2 AND address = $3",
@@ -551,6 +525,7 @@ impl Store {
         .await?
         .rows_affected();
         if n == 0 {
+            w.abort().await?;
             return Err(StoreError::NotFound(format!(
                 "replica {address} of {scope}/{service} not found"
             )));
@@ -588,6 +563,7 @@ impl Store {
                 .await?
                 .rows_affected();
         if n == 0 {
+            w.abort().await?;
             return Err(StoreError::NotFound(format!(
                 "replica {address} of {scope}/{service} not found"
             )));

@@ -236,6 +236,39 @@ pub(crate) struct WriteTx<'a> {
 }
 
 impl WriteTx<'_> {
+    /// Rolls back now, releasing the database's write lock before the caller goes on (a
+    /// dropped transaction is rolled back too, but later: another connection's write could
+    /// wait on it meanwhile). Use it when refusing after a write statement ran.
+    pub(crate) async fn abort(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    /// Checks, inside this transaction, that `scope` is an existing environment (`what`
+    /// names the resource for the error: "routes live in an environment").
+    pub(crate) async fn require_environment(
+        &mut self,
+        scope: &model::Scope,
+        what: &str,
+    ) -> Result<()> {
+        let model::Scope::Environment(t, e) = scope else {
+            return Err(StoreError::Unprocessable(format!(
+                "{what} live in an environment"
+            )));
+        };
+        let found = sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
+            .bind(t.as_str())
+            .bind(e.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound(format!(
+                "environment {scope} not found"
+            ))),
+        }
+    }
+
     /// Appends the audit event for this change and commits both together.
     pub(crate) async fn commit(mut self, actor: &Actor, event: audit::NewEvent) -> Result<()> {
         let now = self.store.clock.now();

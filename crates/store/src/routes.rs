@@ -34,22 +34,13 @@ impl Store {
         name: &str,
         spec: &RouteSpec,
     ) -> Result<RouteInfo> {
-        let Scope::Environment(tenant, env) = scope else {
+        let Scope::Environment(tenant, _) = scope else {
             return Err(StoreError::Unprocessable(
                 "routes live in an environment".into(),
             ));
         };
         let mut w = self.begin_write().await?;
-        let e = sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
-            .bind(tenant.as_str())
-            .bind(env.as_str())
-            .fetch_optional(&mut *w.tx)
-            .await?;
-        if e.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "environment {scope} not found"
-            )));
-        }
+        w.require_environment(scope, "routes").await?;
         let owner =
             sqlx::query("SELECT tenant FROM routes WHERE host = $1 AND tenant <> $2 UNION ALL SELECT tenant FROM certificate_domains WHERE domain = $1 AND tenant <> $2 LIMIT 1")
                 .bind(&spec.host)
@@ -160,6 +151,7 @@ impl Store {
             .await?
             .rows_affected();
         if n == 0 {
+            w.abort().await?;
             return Err(StoreError::NotFound(format!(
                 "route {scope}/{name} not found"
             )));

@@ -82,24 +82,9 @@ impl Store {
         service: &str,
         spec: &DeploySpec,
     ) -> Result<RevisionInfo> {
-        let Scope::Environment(t, e) = scope else {
-            return Err(StoreError::Unprocessable(
-                "services live in an environment".into(),
-            ));
-        };
         let scope_s = scope.to_string();
         let mut w = self.begin_write().await?;
-        if sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
-            .bind(t.as_str())
-            .bind(e.as_str())
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .is_none()
-        {
-            return Err(StoreError::NotFound(format!(
-                "environment {scope} not found"
-            )));
-        }
+        w.require_environment(scope, "services").await?;
         let last: i64 = sqlx::query(
             "SELECT COALESCE(MAX(number), 0) AS n FROM revisions WHERE scope = $1 AND service = $2",
         )
@@ -329,6 +314,7 @@ impl Store {
             .await?
             .rows_affected();
         if n == 0 {
+            w.abort().await?;
             return Err(StoreError::NotFound(format!(
                 "service {scope}/{service} not found"
             )));
