@@ -248,9 +248,9 @@ fn schemas() -> Value {
         "ServiceInfo": obj(&["name", "state", "desired_replicas", "target_revision", "stable_revision", "message", "replicas", "updated_at"], json!({
             "name": text, "state": { "type": "string", "enum": ["running", "stopped"] }, "desired_replicas": int,
             "target_revision": int, "stable_revision": { "type": ["integer", "null"] }, "message": { "type": ["string", "null"] },
-            "replicas": { "type": "array", "items": obj(&["id", "revision", "state", "healthy", "port", "restarts"], json!({
+            "replicas": { "type": "array", "items": obj(&["id", "revision", "state", "healthy", "port", "pid", "restarts"], json!({
                 "id": text, "revision": int, "state": text, "healthy": { "type": "boolean" },
-                "port": { "type": ["integer", "null"] }, "restarts": int })) },
+                "port": { "type": ["integer", "null"] }, "pid": { "type": ["integer", "null"] }, "restarts": int })) },
             "updated_at": time })),
         "Rollback": obj(&[], json!({ "to": { "type": ["integer", "null"] } })),
         "Scale": obj(&["replicas"], json!({ "replicas": int })),

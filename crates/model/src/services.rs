@@ -186,6 +186,8 @@ pub struct ServiceReplica {
     pub state: String,
     pub healthy: bool,
     pub port: Option<u16>,
+    /// The process (group leader) while one runs.
+    pub pid: Option<u32>,
     pub restarts: u32,
 }
 

@@ -1,9 +1,12 @@
 //! Serving and forwarding: the accept loop of a listener, the per-request path (route,
 //! limits, endpoint choice, forward, retry, outlier accounting) and the JSON error answers.
 //!
-//! Retries: only on connect failures (the request never reached the upstream) and only for
-//! requests without a body, to another endpoint, at most `MAX_ATTEMPTS` times. A request
-//! with a body or an upstream that answered is never sent twice.
+//! Retries: only for requests without a body, to another endpoint, at most `MAX_ATTEMPTS`
+//! times, and only when no answer came: on a connect failure (the request never reached
+//! the upstream), or, for idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE), on a
+//! connection that failed before the response headers (a replica killed mid-request). A
+//! request with a body, a non-idempotent one that may have reached the upstream, or one the
+//! upstream answered is never sent twice; a timeout is never retried.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -558,6 +561,7 @@ impl Proxy {
         }
         let (mut parts, body) = req.into_parts();
         let bodiless = is_bodiless(&parts.headers);
+        let idempotent = parts.method.is_idempotent();
         let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
         let mut tried = [0usize; MAX_ATTEMPTS];
@@ -619,7 +623,8 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     self.account(&route.upstream, ep, true);
-                    let retry = e.is_connect() && bodiless && attempts < MAX_ATTEMPTS;
+                    let retry =
+                        (e.is_connect() || idempotent) && bodiless && attempts < MAX_ATTEMPTS;
                     tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
                     if !retry {
                         return Ok(error(

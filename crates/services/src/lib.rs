@@ -182,6 +182,7 @@ impl Services {
                 state: format!("{:?}", r.state).to_lowercase(),
                 healthy: healthy.contains(&r.id),
                 port: r.port,
+                pid: r.pid,
                 restarts: r.restarts,
             })
             .collect()

@@ -1,7 +1,8 @@
 //! Services end to end: `examples/customers-mngr` (a real HTTP service) built, pushed as
 //! an artifact, deployed with a secret, routed by the edge; under a constant bounded load
-//! through the edge, a new revision is rolled out, rolled back, and a revision whose health
-//! check fails is undone automatically: not one request fails.
+//! through the edge, a new revision is rolled out, rolled back, scaled up and down, a
+//! replica is killed with SIGKILL, and a revision whose health check fails is undone
+//! automatically: not one request fails.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -174,6 +175,35 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
     until_stable(&g, 2, 2);
     // ... is rolled back by hand ...
     ok(g.cli(&["service", "rollback", "acme/staging/customers", "--to", "1"]));
+    until_stable(&g, 1, 2);
+    // Scaled up and down, and a replica killed with SIGKILL (the runtime restarts it; the
+    // edge retries around it): still no failed request.
+    ok(g.cli(&["service", "scale", "acme/staging/customers", "3"]));
+    let s3 = until_stable(&g, 1, 3);
+    let victim = s3["replicas"][0]["pid"]
+        .as_u64()
+        .expect("a running replica has a pid");
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    let start = Instant::now();
+    loop {
+        let s = status(&g);
+        let restarted = s["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["restarts"].as_u64().unwrap_or(0) > 0 && r["state"] == "running");
+        if restarted {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the killed replica never came back: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(g.cli(&["service", "scale", "acme/staging/customers", "2"]));
     until_stable(&g, 1, 2);
     // ... and a revision that never becomes healthy is undone automatically.
     ok(deploy("v3", "/nope"));
