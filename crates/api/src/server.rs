@@ -217,6 +217,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .map_err(|e| StartError::Runtime(e.to_string()))?,
     )
     .map_err(|e| StartError::Runtime(e.to_string()))?;
+    // Replicas a previous run left running are adopted, not restarted.
+    let left_running = local.persisted().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the runtime's state; replicas left running will be restarted");
+        Vec::new()
+    });
     let services = services::Services::new(
         store.clone(),
         keyring.clone(),
@@ -228,6 +233,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             work_dir: services_dir.join("work"),
         },
     );
+    services.adopt_on_start(left_running);
     let reconciler = services.clone().spawn();
     if keyring.is_sealed() {
         tracing::warn!(

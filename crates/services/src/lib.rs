@@ -78,6 +78,8 @@ pub struct Services {
     pub(crate) healthy: Mutex<HashSet<ReplicaId>>,
     /// Serializes ticks (a manual tick and the background loop).
     pub(crate) tick_lock: tokio::sync::Mutex<()>,
+    /// Replicas a previous run left running, to adopt at the first tick.
+    pub(crate) to_adopt: Mutex<Vec<runtime::PersistedReplica>>,
 }
 
 fn env_parts(scope: &Scope) -> Result<(Name, Name)> {
@@ -105,7 +107,15 @@ impl Services {
             config,
             healthy: Mutex::new(HashSet::new()),
             tick_lock: tokio::sync::Mutex::new(()),
+            to_adopt: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Replicas a previous run of Gantry left running (from the runtime's state): the first
+    /// tick adopts those that still belong to a service, so a restart (even after SIGKILL)
+    /// does not restart them.
+    pub fn adopt_on_start(&self, replicas: Vec<runtime::PersistedReplica>) {
+        *self.to_adopt.lock().unwrap_or_else(|e| e.into_inner()) = replicas;
     }
 
     /// Records `spec` as a new revision and makes it the target; the reconciler rolls it

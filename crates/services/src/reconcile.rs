@@ -41,6 +41,10 @@ impl Services {
             return Ok(report);
         }
         let services = self.store.all_services().await?;
+        let adopt = std::mem::take(&mut *self.to_adopt.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in adopt {
+            self.adopt(p).await;
+        }
         let running = self.runtime.list().await;
         // Replicas of services that no longer exist: drained and stopped.
         for r in &running {
@@ -87,6 +91,7 @@ impl Services {
             }
             return Ok(());
         }
+        self.forget_stale(scope, name, &mine).await;
         let target = s.target_revision;
         let (new, old): (Vec<&ReplicaStatus>, Vec<&ReplicaStatus>) =
             mine.into_iter().partition(|r| r.id.revision == target);
@@ -164,6 +169,66 @@ impl Services {
             }
         }
         Ok(())
+    }
+
+    /// Resumes supervising a replica a previous run left running, if its revision still
+    /// exists; a dead one is left to the normal convergence (started again).
+    async fn adopt(&self, p: runtime::PersistedReplica) {
+        let id = p.id.clone();
+        let scope = Scope::Environment(id.tenant.clone(), id.environment.clone());
+        let Ok(rev) = self
+            .store
+            .revision(&scope, id.service.as_str(), id.revision)
+            .await
+        else {
+            tracing::warn!(replica = %id, "a replica left running belongs to no known revision; leaving it alone");
+            return;
+        };
+        let mut spec = match self.replica_spec(&scope, &id, &rev).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(replica = %id, error = %e, "cannot rebuild a replica's spec to adopt it");
+                return;
+            }
+        };
+        spec.port = p.port;
+        match self.runtime.adopt(spec).await {
+            Ok(runtime::AdoptOutcome::Adopted { handle, .. }) => {
+                if let Some(port) = handle.port {
+                    if check_health(port, &rev.spec.health).await.is_ok() {
+                        self.healthy
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id.clone());
+                        let _ = self.register(&scope, &id.service, port).await;
+                    }
+                }
+                tracing::info!(replica = %id, "adopted a replica left running by the previous run");
+            }
+            Ok(_) => {
+                tracing::info!(replica = %id, "a replica of the previous run is gone; it will be started again")
+            }
+            Err(e) => tracing::warn!(replica = %id, error = %e, "cannot adopt a replica"),
+        }
+    }
+
+    /// Deregisters edge registrations of a managed service that no running replica backs
+    /// (left by a replica that died with the previous run).
+    async fn forget_stale(&self, scope: &Scope, name: &Name, mine: &[&ReplicaStatus]) {
+        let Ok(registered) = self.store.replicas(scope, name.as_str()).await else {
+            return;
+        };
+        for r in registered {
+            let backed = mine
+                .iter()
+                .any(|m| m.port.map(addr).as_deref() == Some(r.address.as_str()));
+            if !backed {
+                let _ = self
+                    .store
+                    .delete_replica(&Actor::system(), scope, name.as_str(), &r.address)
+                    .await;
+            }
+        }
     }
 
     /// The rollout of `rev` failed: back to the stable revision, and say why.

@@ -39,6 +39,17 @@ fn build_example() -> PathBuf {
     }
 }
 
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 fn status(g: &Gantry) -> serde_json::Value {
     serde_json::from_str(&ok(g.cli(&[
         "service",
@@ -279,6 +290,119 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
             "replicas still running after stop"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    g.stop();
+}
+
+#[test]
+fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
+    let bin = build_example();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let g = Gantry::start(&data, None);
+    ok(g.cli(&["tenant", "create", "acme"]));
+    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
+    ok(g.cli_with(
+        &["secret", "put", "acme/staging/db-password"],
+        &[(
+            "GANTRY_TOKEN",
+            &format!("@{}", g.data.join("admin.token").display()),
+        )],
+        Some("another-secret"),
+    ));
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::copy(&bin, dist.join("customers-mngr")).unwrap();
+    ok(g.cli(&[
+        "artifact",
+        "push",
+        "acme/customers-mngr@1.0.0",
+        dist.to_str().unwrap(),
+    ]));
+    ok(g.cli(&[
+        "route",
+        "create",
+        "acme/staging/customers",
+        "--host",
+        "customers.acme.test",
+        "--to",
+        "service:customers",
+        "--allow-http",
+    ]));
+    ok(g.cli(&[
+        "service",
+        "deploy",
+        "acme/staging/customers",
+        "--artifact",
+        "customers-mngr@1.0.0",
+        "--cmd",
+        "./customers-mngr",
+        "--replicas",
+        "2",
+        "--secret",
+        "DB_PASSWORD=db-password",
+    ]));
+    let before = until_stable(&g, 1, 2);
+    let pids = |s: &serde_json::Value| {
+        let mut p: Vec<u64> = s["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["pid"].as_u64())
+            .collect();
+        p.sort();
+        p
+    };
+    let old = pids(&before);
+    assert_eq!(old.len(), 2);
+    g.kill9();
+    // The replicas outlive the control plane.
+    for pid in &old {
+        assert!(alive(*pid), "replica {pid} died with gantry");
+    }
+    let g = Gantry::start(&data, None);
+    let start = Instant::now();
+    let after = loop {
+        let s = status(&g);
+        if pids(&s) == old
+            && s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["healthy"] == true)
+        {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not adopted: {s} (before: {old:?})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(after["stable_revision"], 1);
+    // They serve through the new edge, and nothing was started twice.
+    let start = Instant::now();
+    loop {
+        let (status, body) = crate::edge::get(&g.edge_http, "customers.acme.test", "/customers");
+        if status == 200 {
+            assert!(body.contains("customers"), "{body}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pids(&status(&g)), old);
+    ok(g.cli(&["service", "stop", "acme/staging/customers"]));
+    let start = Instant::now();
+    while !status(&g)["replicas"].as_array().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "replicas still running after stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for pid in &old {
+        assert!(!alive(*pid), "replica {pid} still running");
     }
     g.stop();
 }
