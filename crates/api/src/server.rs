@@ -51,6 +51,7 @@ pub struct Config {
     pub objects: Option<String>,
     /// How often the service reconciler compares desired and running replicas.
     pub services_tick: Duration,
+    pub autoscale: services::AutoscaleConfig,
 }
 
 impl Config {
@@ -67,6 +68,7 @@ impl Config {
             renew_interval: Duration::from_secs(60),
             objects: None,
             services_tick: Duration::from_secs(1),
+            autoscale: services::AutoscaleConfig::default(),
         }
     }
 }
@@ -231,6 +233,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             tick: config.services_tick,
             drain: Duration::from_secs(2),
             work_dir: services_dir.join("work"),
+            autoscale: config.autoscale.clone(),
         },
     );
     services.adopt_on_start(left_running);

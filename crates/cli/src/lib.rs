@@ -528,6 +528,12 @@ pub struct UpArgs {
     /// Label of the root key on the token
     #[arg(long, env = "GANTRY_PKCS11_KEY_LABEL", default_value = "gantry-root")]
     pub pkcs11_key_label: String,
+    /// Autoscaling target: CPU per replica in cores (0.6 = 60% of a core)
+    #[arg(long, default_value_t = 0.6)]
+    pub autoscale_cpu: f64,
+    /// Least time between two autoscaling changes of a service, e.g. 60s
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub autoscale_cooldown: std::time::Duration,
     /// How often key rotation schedules are checked, e.g. 60s
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rotation_check: std::time::Duration,

@@ -79,6 +79,13 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
     config.certs = certs_config(&up)?;
     config.renew_interval = up.renew_check;
     config.objects = up.objects.clone();
+    if !(up.autoscale_cpu > 0.0 && up.autoscale_cpu <= 64.0) {
+        anyhow::bail!("--autoscale-cpu must be between 0 and 64 cores");
+    }
+    config.autoscale = services::AutoscaleConfig {
+        target_cpu: up.autoscale_cpu,
+        cooldown: up.autoscale_cooldown,
+    };
     let running = api::start(config).await?;
     let edge_config = edge_config(&up.edge, std::time::Duration::from_millis(250));
     let source = std::sync::Arc::new(edge::Local {

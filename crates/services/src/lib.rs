@@ -11,6 +11,7 @@
 //! Secret values are read from the keyring when a replica starts and handed to the runtime
 //! in the process environment only. This crate must never store, log or return a value.
 
+mod autoscale;
 mod reconcile;
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ use runtime::{ReplicaId, Runtime};
 use store::services::ServiceChange;
 use store::{Actor, Store, StoreError};
 
+pub use autoscale::AutoscaleConfig;
 pub use reconcile::TickReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ pub struct ServicesConfig {
     pub drain: Duration,
     /// Where artifacts are unpacked (one directory per revision).
     pub work_dir: PathBuf,
+    pub autoscale: AutoscaleConfig,
 }
 
 /// Services of one installation, and the state the reconciler keeps between ticks.
@@ -80,6 +83,7 @@ pub struct Services {
     pub(crate) tick_lock: tokio::sync::Mutex<()>,
     /// Replicas a previous run left running, to adopt at the first tick.
     pub(crate) to_adopt: Mutex<Vec<runtime::PersistedReplica>>,
+    pub(crate) autoscale_state: Mutex<autoscale::AutoscaleState>,
 }
 
 fn env_parts(scope: &Scope) -> Result<(Name, Name)> {
@@ -108,6 +112,7 @@ impl Services {
             healthy: Mutex::new(HashSet::new()),
             tick_lock: tokio::sync::Mutex::new(()),
             to_adopt: Mutex::new(Vec::new()),
+            autoscale_state: Mutex::new(Default::default()),
         })
     }
 

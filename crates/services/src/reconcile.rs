@@ -133,7 +133,12 @@ impl Services {
             }
             return Ok(());
         }
-        // 4. Converged: the target is the stable revision now.
+        // 4. Converged: the target is the stable revision now; the autoscaler may move the
+        // number of replicas within the revision's bounds.
+        if s.stable_revision == Some(target) {
+            let rev = self.store.revision(scope, name.as_str(), target).await?;
+            self.autoscale(s, scope, name, &rev, &new).await?;
+        }
         if s.stable_revision != Some(target) {
             let change = ServiceChange {
                 stable_revision: Some(Some(target)),

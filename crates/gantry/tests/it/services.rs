@@ -406,3 +406,88 @@ fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
     }
     g.stop();
 }
+
+#[test]
+fn a_busy_service_is_autoscaled_up_to_its_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start_with(
+        &dir.path().join("data"),
+        None,
+        &["--autoscale-cpu", "0.15", "--autoscale-cooldown", "1s"],
+        &[],
+    );
+    ok(g.cli(&["tenant", "create", "acme"]));
+    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
+    // A replica that answers its health check and keeps a CPU busy.
+    let dist = dir.path().join("busy");
+    std::fs::create_dir_all(&dist).unwrap();
+    let script = dist.join("run.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\npython3 -m http.server \"$PORT\" --bind 127.0.0.1 >/dev/null 2>&1 &\nwhile :; do :; done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(g.cli(&["artifact", "push", "acme/busy@1", dist.to_str().unwrap()]));
+    ok(g.cli(&[
+        "service",
+        "deploy",
+        "acme/staging/busy",
+        "--artifact",
+        "busy@1",
+        "--cmd",
+        "./run.sh",
+        "--replicas",
+        "1..3",
+        "--health",
+        "/",
+        "--cpu-millis",
+        "300",
+    ]));
+    let start = Instant::now();
+    let status = |g: &Gantry| -> serde_json::Value {
+        serde_json::from_str(&ok(g.cli(&[
+            "service",
+            "status",
+            "acme/staging/busy",
+            "-o",
+            "json",
+        ])))
+        .unwrap()
+    };
+    loop {
+        let s = status(&g);
+        if s["desired_replicas"] == 3 && s["replicas"].as_array().unwrap().len() == 3 {
+            assert!(
+                s["message"].as_str().unwrap_or("").contains("autoscaled"),
+                "{s}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never scaled to 3: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ev = ok(g.cli(&[
+        "audit",
+        "list",
+        "--action",
+        "service.autoscale",
+        "-o",
+        "json",
+    ]));
+    assert!(ev.contains("service.autoscale"), "{ev}");
+    ok(g.cli(&["service", "stop", "acme/staging/busy"]));
+    let start = Instant::now();
+    while !status(&g)["replicas"].as_array().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "replicas still running"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    g.stop();
+}
