@@ -197,8 +197,18 @@ pub(crate) async fn pump(
             draining = true;
         }
         let n = if draining {
-            // WouldBlock (everything read) or an error: stop either way.
-            let n = reader.try_read(&mut buf).unwrap_or(0);
+            // What is left: read until the pipe stays empty for a moment (not `try_read`,
+            // which answers WouldBlock until the reactor has seen the last readiness event
+            // and would drop the process's last lines), EOF or an error.
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                reader.read(&mut buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) | Err(_) => 0,
+            };
             drained += n;
             if drained > DRAIN_LIMIT {
                 0

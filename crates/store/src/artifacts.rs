@@ -155,6 +155,28 @@ impl Store {
             StoreError::NotFound(format!("artifact {tenant}/{name}@{version} not found"))
         })?;
         let digest: String = row.try_get("digest")?;
+        // A version a revision may run (or be rolled back to) stays.
+        let wanted = format!("{name}@{version}");
+        for r in
+            sqlx::query("SELECT scope, service, number, spec FROM revisions WHERE scope LIKE $1")
+                .bind(format!("{tenant}/%"))
+                .fetch_all(&mut *w.tx)
+                .await?
+        {
+            let spec: model::services::DeploySpec =
+                serde_json::from_str(&r.try_get::<String, _>("spec")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if spec.artifact == wanted {
+                let (scope, service, n): (String, String, i64) = (
+                    r.try_get("scope")?,
+                    r.try_get("service")?,
+                    r.try_get("number")?,
+                );
+                return Err(StoreError::Conflict(format!(
+                    "artifact {tenant}/{wanted} is used by revision {n} of service {scope}/{service}; delete the service first"
+                )));
+            }
+        }
         sqlx::query("DELETE FROM artifacts WHERE tenant = $1 AND name = $2 AND version = $3")
             .bind(tenant.as_str())
             .bind(name)

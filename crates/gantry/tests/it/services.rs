@@ -480,6 +480,9 @@ fn a_busy_service_is_autoscaled_up_to_its_maximum() {
         "json",
     ]));
     assert!(ev.contains("service.autoscale"), "{ev}");
+    // The artifact a revision runs cannot be deleted.
+    let err = crate::harness::fails(g.cli(&["artifact", "delete", "acme/busy@1"]), 7);
+    assert!(err.contains("used by revision 1"), "{err}");
     ok(g.cli(&["service", "stop", "acme/staging/busy"]));
     let start = Instant::now();
     while !status(&g)["replicas"].as_array().unwrap().is_empty() {
