@@ -16,4 +16,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >&2
   apt-get install -y -qq "${need[@]}" >&2
 fi
+# An S3-compatible server for the object-store tests (moto's, from PyPI).
+command -v moto_server >/dev/null || { echo "installing moto[server]" >&2; python3 -m pip install -q "moto[server]" >&2; }
 cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -12,12 +12,14 @@ use model::{Code, Name};
 use secrets::{Keyring, SealSetup};
 use store::{Actor, Store};
 
+mod s3;
+
 struct H {
     dir: tempfile::TempDir,
     reg: Registry,
 }
 
-fn actor() -> Actor {
+pub fn actor() -> Actor {
     Actor {
         principal: "dev".into(),
         request_id: "t".into(),
@@ -54,7 +56,7 @@ async fn setup() -> H {
 }
 
 /// A .tar.gz of `files` (path, content, mode).
-fn targz(files: &[(&str, &[u8], u32)]) -> Bytes {
+pub fn targz(files: &[(&str, &[u8], u32)]) -> Bytes {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::default(),
@@ -69,11 +71,11 @@ fn targz(files: &[(&str, &[u8], u32)]) -> Bytes {
     Bytes::from(b.into_inner().unwrap().finish().unwrap())
 }
 
-fn r(s: &str) -> ArtifactRef {
+pub fn r(s: &str) -> ArtifactRef {
     ArtifactRef::parse(s).unwrap()
 }
 
-const SECRET_MARK: &[u8] = b"PLAINTEXT-MARKER-7f3a9c";
+pub const SECRET_MARK: &[u8] = b"PLAINTEXT-MARKER-7f3a9c";
 
 #[tokio::test]
 async fn push_show_pull_unpack_and_immutability() {
