@@ -281,6 +281,9 @@ pub enum ServiceCmd {
         replica: Option<u32>,
         #[arg(long, default_value_t = 100)]
         lines: usize,
+        /// Keep printing new lines (every second) until interrupted
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 

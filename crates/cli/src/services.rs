@@ -192,17 +192,35 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
             service,
             replica,
             lines,
+            follow,
         } => {
             let r = Ref::parse(&service, "service")?;
             let mut path = format!("{}/logs?lines={lines}", r.path("services"));
             if let Some(i) = replica {
                 path.push_str(&format!("&replica={i}"));
             }
-            let l: List<String> = c.get(&path).await?;
-            for line in l.items {
-                println!("{line}");
+            // Lines carry their replica and a nanosecond timestamp: a line printed once is
+            // recognised on the next poll (the memory is bounded).
+            let mut seen = std::collections::HashSet::new();
+            let mut order = std::collections::VecDeque::new();
+            loop {
+                let l: List<String> = c.get(&path).await?;
+                for line in l.items {
+                    if seen.insert(line.clone()) {
+                        println!("{line}");
+                        order.push_back(line);
+                        if order.len() > 100_000 {
+                            if let Some(old) = order.pop_front() {
+                                seen.remove(&old);
+                            }
+                        }
+                    }
+                }
+                if !follow {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
-            Ok(())
         }
     }
 }

@@ -392,6 +392,51 @@ fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(pids(&status(&g)), old);
+    // `service logs --follow` prints lines as they come.
+    let mut follow = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "service",
+            "logs",
+            "acme/staging/customers",
+            "--lines",
+            "5",
+            "--follow",
+        ])
+        .env("GANTRY_SERVER", &g.api)
+        .env("GANTRY_CA", g.data.join("ca.pem"))
+        .env(
+            "GANTRY_TOKEN",
+            format!("@{}", g.data.join("admin.token").display()),
+        )
+        .env("GANTRY_CONFIG", g.data.join("no-profile.json"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (st, _) = crate::edge::get(&g.edge_http, "customers.acme.test", "/customers/2");
+    assert_eq!(st, 200);
+    let start = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains("/customers/2") => break,
+            _ => assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "--follow never printed the request"
+            ),
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
     ok(g.cli(&["service", "stop", "acme/staging/customers"]));
     let start = Instant::now();
     while !status(&g)["replicas"].as_array().unwrap().is_empty() {
