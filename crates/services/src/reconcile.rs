@@ -28,6 +28,15 @@ fn service_scope(s: &ServiceInfo) -> Option<(Scope, Name)> {
     Some((Scope::parse(scope).ok()?, Name::parse(name).ok()?))
 }
 
+/// A process-unique number for temporary names.
+fn id_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Most replicas started side by side in one step.
+const MAX_PARALLEL_STARTS: usize = 8;
+
 fn addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
@@ -96,25 +105,67 @@ impl Services {
         let (new, old): (Vec<&ReplicaStatus>, Vec<&ReplicaStatus>) =
             mine.into_iter().partition(|r| r.id.revision == target);
         let desired = s.desired_replicas as usize;
-        // 1. Too few replicas of the target: start some (up to max_surge at once).
+        // 1. Too few replicas of the target: start some, side by side. During a rollout
+        // (older replicas still serve) at most `max_surge` at a time; otherwise (a first
+        // deploy, a scale-up) every missing one, up to `MAX_PARALLEL_STARTS`.
         if new.len() < desired {
             let rev = self.store.revision(scope, name.as_str(), target).await?;
-            let n = (desired - new.len()).min(rev.spec.max_surge as usize);
+            let missing = desired - new.len();
+            let n = if old.is_empty() {
+                missing.min(MAX_PARALLEL_STARTS)
+            } else {
+                missing.min(rev.spec.max_surge as usize)
+            };
             let mut used: Vec<u32> = new.iter().map(|r| r.id.index).collect();
+            let mut ids = Vec::new();
             for _ in 0..n {
                 let index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
                 used.push(index);
-                let id = ReplicaId::new(t.clone(), e.clone(), name.clone(), target, index);
-                match self.start_healthy(scope, &id, &rev).await {
+                ids.push(ReplicaId::new(
+                    t.clone(),
+                    e.clone(),
+                    name.clone(),
+                    target,
+                    index,
+                ));
+            }
+            let results =
+                futures::future::join_all(ids.iter().map(|id| self.start_healthy(scope, id, &rev)))
+                    .await;
+            let mut failure = None;
+            for (id, result) in ids.iter().zip(results) {
+                match result {
                     Ok(port) => {
                         self.register(scope, name, port).await?;
                         report.started.push(id.to_string());
                     }
-                    Err(why) => {
-                        self.undo_rollout(s, scope, name, &rev, &why, report)
-                            .await?;
-                        return Ok(());
-                    }
+                    Err(why) => failure = Some(why),
+                }
+            }
+            if let Some(why) = failure {
+                if s.stable_revision == Some(target) {
+                    // The stable revision itself (a scale-up or a replacement): not a bad
+                    // rollout; say why and try again next tick.
+                    tracing::warn!(service = %s.name, "a replica of the stable revision did not become healthy: {why}");
+                    let change = ServiceChange {
+                        message: Some(Some(format!(
+                            "a new replica did not become healthy ({why}); retrying"
+                        ))),
+                        ..Default::default()
+                    };
+                    self.store
+                        .update_service(
+                            &Actor::system(),
+                            scope,
+                            name.as_str(),
+                            &change,
+                            "service.replica-unhealthy",
+                            why,
+                        )
+                        .await?;
+                } else {
+                    self.undo_rollout(s, scope, name, &rev, &why, report)
+                        .await?;
                 }
             }
             return Ok(());
@@ -431,16 +482,28 @@ impl Services {
         let r = ArtifactRef::parse(&format!("{t}/{}", rev.spec.artifact))
             .map_err(|e| ServiceError::Invalid(e.message))?;
         let (_, bytes) = self.registry.pull(&r).await?;
-        let tmp = dir.with_extension("tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
+        // Each caller unpacks into its own directory and renames it into place; when
+        // replicas start side by side, the first rename wins and the others use it.
+        let tmp = dir.with_extension(format!("tmp-{}-{}", std::process::id(), id_suffix()));
         std::fs::create_dir_all(&tmp)
             .map_err(|e| ServiceError::Invalid(format!("{}: {e}", tmp.display())))?;
         let target = tmp.clone();
-        tokio::task::spawn_blocking(move || artifacts::unpack(&bytes, &target))
+        let unpacked = tokio::task::spawn_blocking(move || artifacts::unpack(&bytes, &target))
             .await
-            .map_err(|e| ServiceError::Invalid(e.to_string()))??;
-        std::fs::rename(&tmp, &dir)
-            .map_err(|e| ServiceError::Invalid(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| ServiceError::Invalid(e.to_string()));
+        if let Err(e) = unpacked.and_then(|r| r.map_err(ServiceError::from)) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.exists() {
+                return Err(ServiceError::Invalid(format!(
+                    "cannot move the unpacked artifact to {}",
+                    dir.display()
+                )));
+            }
+        }
         Ok(dir)
     }
 }
