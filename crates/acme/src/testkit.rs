@@ -99,7 +99,20 @@ impl Pebble {
             Path::new(CHALLTESTSRV).exists(),
             "{PEBBLE} exists but {CHALLTESTSRV} does not"
         );
+        // Ports are picked free, then bound by the processes: another process may take
+        // one in between. Such a start is retried with new ports (bounded).
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Pebble::spawn_once().await {
+                Ok(p) => return Some(p),
+                Err(e) if e.contains("address already in use") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("pebble could not bind its ports after 5 attempts:\n{last}");
+    }
 
+    async fn spawn_once() -> Result<Pebble, String> {
         let dir = temp_dir();
         let mut pebble = Pebble {
             children: Vec::new(),
@@ -177,17 +190,17 @@ impl Pebble {
         pebble.management_url = format!("https://127.0.0.1:{mgmt_port}");
         pebble.http01_port = http01_port;
 
-        pebble.wait_ready(challtest_port).await;
-        Some(pebble)
+        pebble.wait_ready(challtest_port).await?;
+        Ok(pebble)
     }
 
     /// Waits (bounded) until challtestsrv accepts connections and pebble serves its directory.
-    async fn wait_ready(&mut self, challtest_port: u16) {
+    async fn wait_ready(&mut self, challtest_port: u16) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let client = self.https_client();
         let mut challtest_up = false;
         loop {
-            self.assert_running();
+            self.running()?;
             if !challtest_up {
                 challtest_up = matches!(
                     tokio::time::timeout(
@@ -201,29 +214,32 @@ impl Pebble {
             if challtest_up {
                 if let Ok(rsp) = client.get(&self.directory_url).send().await {
                     if rsp.status().is_success() {
-                        return;
+                        return Ok(());
                     }
                 }
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(format!(
                     "pebble/challtestsrv not ready after {STARTUP_TIMEOUT:?}\n{}",
                     self.logs()
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    fn assert_running(&mut self) {
+    /// An error (with both logs) when a process exited early.
+    fn running(&mut self) -> Result<(), String> {
         let mut dead = Vec::new();
         for (name, child) in &mut self.children {
             if let Ok(Some(status)) = child.try_wait() {
                 dead.push(format!("{name} exited early: {status}"));
             }
         }
-        if !dead.is_empty() {
-            panic!("{}\n{}", dead.join("\n"), self.logs());
+        if dead.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{}\n{}", dead.join("\n"), self.logs()))
         }
     }
 
