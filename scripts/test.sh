@@ -18,4 +18,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # An S3-compatible server for the object-store tests (moto's, from PyPI).
 command -v moto_server >/dev/null || { echo "installing moto[server]" >&2; python3 -m pip install -q "moto[server]" >&2; }
+# sslyze, a TLS scanner, probes the edge's HTTPS listener.
+python3 -m sslyze --help >/dev/null 2>&1 || { echo "installing sslyze" >&2; python3 -m pip install -q sslyze >&2; }
 cargo test --workspace --all-targets --no-fail-fast "$@"

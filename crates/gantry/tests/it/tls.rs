@@ -1,6 +1,7 @@
 //! TLS of the control API, probed with OpenSSL's client as an outside peer: TLS 1.0/1.1 and
 //! CBC suites are refused by the server (a handshake alert), TLS 1.2 with ECDHE+AEAD and
-//! TLS 1.3 are accepted and the certificate verifies against `ca.pem`.
+//! TLS 1.3 are accepted and the certificate verifies against `ca.pem`; and the edge's HTTPS
+//! listener scanned with sslyze.
 
 use std::process::{Command, Stdio};
 
@@ -67,5 +68,67 @@ fn only_tls12_and_tls13_with_aead_suites() {
         t13.contains("TLSv1.3") && t13.contains("Verify return code: 0 (ok)"),
         "{t13}"
     );
+    g.stop();
+}
+
+/// The edge's HTTPS listener scanned with sslyze (PyPI, installed by scripts/test.sh):
+/// no SSL 3.0, TLS 1.0 or 1.1; TLS 1.2 only with ECDHE and AEAD suites; TLS 1.3 offered.
+#[test]
+fn the_edge_passes_an_sslyze_scan() {
+    let probe = Command::new("python3")
+        .args(["-m", "sslyze", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: sslyze is missing; scripts/test.sh installs it (pip install sslyze)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start(&dir.path().join("data"), None);
+    let out = dir.path().join("sslyze.json");
+    let run = Command::new("python3")
+        .args([
+            "-m",
+            "sslyze",
+            &g.edge_https,
+            "--sslv3",
+            "--tlsv1",
+            "--tlsv1_1",
+        ])
+        .args(["--tlsv1_2", "--tlsv1_3", "--quiet", "--json_out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(run.success(), "sslyze failed");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let scan = &doc["server_scan_results"][0]["scan_result"];
+    let accepted = |k: &str| -> Vec<String> {
+        scan[k]["result"]["accepted_cipher_suites"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {k} in the scan: {scan}"))
+            .iter()
+            .map(|c| c["cipher_suite"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for old in [
+        "ssl_3_0_cipher_suites",
+        "tls_1_0_cipher_suites",
+        "tls_1_1_cipher_suites",
+    ] {
+        assert!(accepted(old).is_empty(), "{old}: {:?}", accepted(old));
+    }
+    let tls12 = accepted("tls_1_2_cipher_suites");
+    assert!(!tls12.is_empty());
+    for suite in &tls12 {
+        assert!(
+            suite.starts_with("TLS_ECDHE_")
+                && (suite.contains("_GCM_") || suite.contains("CHACHA20")),
+            "TLS 1.2 suite {suite} is not ECDHE with AEAD"
+        );
+    }
+    assert!(!accepted("tls_1_3_cipher_suites").is_empty());
     g.stop();
 }
