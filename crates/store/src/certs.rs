@@ -322,19 +322,16 @@ impl Store {
     }
 
     pub async fn delete_cert(&self, actor: &Actor, scope: &Scope, name: &str) -> Result<()> {
-        let mut w = self.begin_write().await?;
-        let n = sqlx::query("DELETE FROM certificates WHERE scope = $1 AND name = $2")
-            .bind(scope.to_string())
-            .bind(name)
-            .execute(&mut *w.tx)
+        let mut w = self
+            .begin_write()
             .await?
-            .rows_affected();
-        if n == 0 {
-            w.abort().await?;
-            return Err(StoreError::NotFound(format!(
-                "certificate {scope}/{name} not found"
-            )));
-        }
+            .change_one(
+                sqlx::query("DELETE FROM certificates WHERE scope = $1 AND name = $2")
+                    .bind(scope.to_string())
+                    .bind(name),
+                || format!("certificate {scope}/{name} not found"),
+            )
+            .await?;
         sqlx::query("DELETE FROM certificate_domains WHERE scope = $1 AND name = $2")
             .bind(scope.to_string())
             .bind(name)
@@ -513,23 +510,21 @@ impl Store {
         address: &str,
         state: ReplicaState,
     ) -> Result<ReplicaInfo> {
-        let mut w = self.begin_write().await?;
-        let n = sqlx::query(
+        let mut w = self
+            .begin_write()
+            .await?
+            .change_one(sqlx::query(
             "UPDATE replicas SET state = $1 WHERE scope = $2 AND service = $3 AND address = $4",
         )
         .bind(enum_str(&state))
         .bind(scope.to_string())
         .bind(service)
-        .bind(address)
-        .execute(&mut *w.tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            w.abort().await?;
-            return Err(StoreError::NotFound(format!(
+        .bind(address), || {
+                format!(
                 "replica {address} of {scope}/{service} not found"
-            )));
-        }
+            )
+            })
+            .await?;
         bump(&mut w.tx, "routes").await?;
         let mut ev = NewEvent::success(
             "replica.update",
@@ -553,21 +548,18 @@ impl Store {
         service: &str,
         address: &str,
     ) -> Result<()> {
-        let mut w = self.begin_write().await?;
-        let n =
+        let q =
             sqlx::query("DELETE FROM replicas WHERE scope = $1 AND service = $2 AND address = $3")
                 .bind(scope.to_string())
                 .bind(service)
-                .bind(address)
-                .execute(&mut *w.tx)
-                .await?
-                .rows_affected();
-        if n == 0 {
-            w.abort().await?;
-            return Err(StoreError::NotFound(format!(
-                "replica {address} of {scope}/{service} not found"
-            )));
-        }
+                .bind(address);
+        let mut w = self
+            .begin_write()
+            .await?
+            .change_one(q, || {
+                format!("replica {address} of {scope}/{service} not found")
+            })
+            .await?;
         bump(&mut w.tx, "routes").await?;
         w.commit(
             actor,

@@ -236,12 +236,20 @@ pub(crate) struct WriteTx<'a> {
 }
 
 impl WriteTx<'_> {
-    /// Rolls back now, releasing the database's write lock before the caller goes on (a
-    /// dropped transaction is rolled back too, but later: another connection's write could
-    /// wait on it meanwhile). Use it when refusing after a write statement ran.
-    pub(crate) async fn abort(self) -> Result<()> {
-        self.tx.rollback().await?;
-        Ok(())
+    /// Runs `q`, a change that must touch a row. When it touches none, rolls back at once
+    /// (a dropped transaction is rolled back too, but later: the refusal's audit event,
+    /// written on another connection, could wait on its write lock meanwhile) and fails
+    /// with `NotFound(missing)`.
+    pub(crate) async fn change_one<'q>(
+        mut self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        missing: impl FnOnce() -> String,
+    ) -> Result<Self> {
+        if q.execute(&mut *self.tx).await?.rows_affected() == 0 {
+            self.tx.rollback().await?;
+            return Err(StoreError::NotFound(missing()));
+        }
+        Ok(self)
     }
 
     /// Checks, inside this transaction, that `scope` is an existing environment (`what`

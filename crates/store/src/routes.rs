@@ -143,19 +143,16 @@ impl Store {
     }
 
     pub async fn delete_route(&self, actor: &Actor, scope: &Scope, name: &str) -> Result<()> {
-        let mut w = self.begin_write().await?;
-        let n = sqlx::query("DELETE FROM routes WHERE scope = $1 AND name = $2")
-            .bind(scope.to_string())
-            .bind(name)
-            .execute(&mut *w.tx)
+        let mut w = self
+            .begin_write()
             .await?
-            .rows_affected();
-        if n == 0 {
-            w.abort().await?;
-            return Err(StoreError::NotFound(format!(
-                "route {scope}/{name} not found"
-            )));
-        }
+            .change_one(
+                sqlx::query("DELETE FROM routes WHERE scope = $1 AND name = $2")
+                    .bind(scope.to_string())
+                    .bind(name),
+                || format!("route {scope}/{name} not found"),
+            )
+            .await?;
         bump(&mut w.tx, "routes").await?;
         w.commit(
             actor,

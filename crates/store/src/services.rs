@@ -306,19 +306,16 @@ impl Store {
 
     /// Deletes a service and its revisions (the reconciler stops what still runs).
     pub async fn delete_service(&self, actor: &Actor, scope: &Scope, service: &str) -> Result<()> {
-        let mut w = self.begin_write().await?;
-        let n = sqlx::query("DELETE FROM services WHERE scope = $1 AND name = $2")
-            .bind(scope.to_string())
-            .bind(service)
-            .execute(&mut *w.tx)
+        let mut w = self
+            .begin_write()
             .await?
-            .rows_affected();
-        if n == 0 {
-            w.abort().await?;
-            return Err(StoreError::NotFound(format!(
-                "service {scope}/{service} not found"
-            )));
-        }
+            .change_one(
+                sqlx::query("DELETE FROM services WHERE scope = $1 AND name = $2")
+                    .bind(scope.to_string())
+                    .bind(service),
+                || format!("service {scope}/{service} not found"),
+            )
+            .await?;
         sqlx::query("DELETE FROM revisions WHERE scope = $1 AND service = $2")
             .bind(scope.to_string())
             .bind(service)

@@ -26,6 +26,24 @@ fn until_status(g: &Gantry, cert: &str, status: &str) {
     }
 }
 
+/// `gantry up` ordering from `pebble` (trusting its TLS CA), its HTTP listener on pebble's
+/// HTTP-01 validation port, with `extra` flags.
+fn start_against(pebble: &acme::testkit::Pebble, dir: &std::path::Path, extra: &[&str]) -> Gantry {
+    let ca_file = dir.join("pebble-tls-ca.pem");
+    std::fs::write(&ca_file, &pebble.tls_ca_pem).unwrap();
+    let http = format!("127.0.0.1:{}", pebble.http01_port);
+    let mut args = vec![
+        "--http",
+        &http,
+        "--acme-directory",
+        &pebble.directory_url,
+        "--acme-ca",
+        ca_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Gantry::start_with(&dir.join("data"), None, &args, &[])
+}
+
 #[test]
 fn acme_certificates_are_issued_served_renewed_and_failures_explained() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -33,19 +51,10 @@ fn acme_certificates_are_issued_served_renewed_and_failures_explained() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("pebble-tls-ca.pem");
-    std::fs::write(&ca_file, &pebble.tls_ca_pem).unwrap();
-    let http = format!("127.0.0.1:{}", pebble.http01_port);
-    let g = Gantry::start_with(
-        &dir.path().join("data"),
-        None,
+    let g = start_against(
+        &pebble,
+        dir.path(),
         &[
-            "--http",
-            &http,
-            "--acme-directory",
-            &pebble.directory_url,
-            "--acme-ca",
-            ca_file.to_str().unwrap(),
             "--acme-email",
             "ops@acme.test",
             "--acme-dns-webhook",
@@ -55,7 +64,6 @@ fn acme_certificates_are_issued_served_renewed_and_failures_explained() {
             "--renew-retry",
             "1s",
         ],
-        &[],
     );
     ok(g.cli(&["tenant", "create", "acme"]));
     ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
@@ -171,27 +179,12 @@ fn acme_certificates_renew_automatically_before_expiry() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("pebble-tls-ca.pem");
-    std::fs::write(&ca_file, &pebble.tls_ca_pem).unwrap();
-    let http = format!("127.0.0.1:{}", pebble.http01_port);
     // Renew when less than 100 years are left: every certificate is due at once, so the
     // renewer's schedule is visible in seconds.
-    let g = Gantry::start_with(
-        &dir.path().join("data"),
-        None,
-        &[
-            "--http",
-            &http,
-            "--acme-directory",
-            &pebble.directory_url,
-            "--acme-ca",
-            ca_file.to_str().unwrap(),
-            "--renew-check",
-            "1s",
-            "--renew-before",
-            "36500days",
-        ],
-        &[],
+    let g = start_against(
+        &pebble,
+        dir.path(),
+        &["--renew-check", "1s", "--renew-before", "36500days"],
     );
     ok(g.cli(&["tenant", "create", "acme"]));
     ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));

@@ -50,6 +50,40 @@ fn alive(pid: u64) -> bool {
     }
 }
 
+/// acme/staging with the secret `db-password`, the example pushed as
+/// `acme/customers-mngr@1.0.0`, and a route to service `customers`.
+fn prepare(g: &Gantry, dir: &std::path::Path, bin: &std::path::Path, secret: &str) {
+    ok(g.cli(&["tenant", "create", "acme"]));
+    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
+    ok(g.cli_with(
+        &["secret", "put", "acme/staging/db-password"],
+        &[(
+            "GANTRY_TOKEN",
+            &format!("@{}", g.data.join("admin.token").display()),
+        )],
+        Some(secret),
+    ));
+    let dist = dir.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::copy(bin, dist.join("customers-mngr")).unwrap();
+    ok(g.cli(&[
+        "artifact",
+        "push",
+        "acme/customers-mngr@1.0.0",
+        dist.to_str().unwrap(),
+    ]));
+    ok(g.cli(&[
+        "route",
+        "create",
+        "acme/staging/customers",
+        "--host",
+        "customers.acme.test",
+        "--to",
+        "service:customers",
+        "--allow-http",
+    ]));
+}
+
 fn status(g: &Gantry) -> serde_json::Value {
     serde_json::from_str(&ok(g.cli(&[
         "service",
@@ -88,35 +122,7 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
     let bin = build_example();
     let dir = tempfile::tempdir().unwrap();
     let g = Gantry::start(&dir.path().join("data"), None);
-    ok(g.cli(&["tenant", "create", "acme"]));
-    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
-    ok(g.cli_with(
-        &["secret", "put", "acme/staging/db-password"],
-        &[(
-            "GANTRY_TOKEN",
-            &format!("@{}", g.data.join("admin.token").display()),
-        )],
-        Some("s3cr3t-db-pass"),
-    ));
-    let dist = dir.path().join("dist");
-    std::fs::create_dir_all(&dist).unwrap();
-    std::fs::copy(&bin, dist.join("customers-mngr")).unwrap();
-    ok(g.cli(&[
-        "artifact",
-        "push",
-        "acme/customers-mngr@1.0.0",
-        dist.to_str().unwrap(),
-    ]));
-    ok(g.cli(&[
-        "route",
-        "create",
-        "acme/staging/customers",
-        "--host",
-        "customers.acme.test",
-        "--to",
-        "service:customers",
-        "--allow-http",
-    ]));
+    prepare(&g, dir.path(), &bin, "s3cr3t-db-pass");
     let deploy = |version: &str, health: &str| {
         g.cli(&[
             "service",
@@ -300,35 +306,7 @@ fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let g = Gantry::start(&data, None);
-    ok(g.cli(&["tenant", "create", "acme"]));
-    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
-    ok(g.cli_with(
-        &["secret", "put", "acme/staging/db-password"],
-        &[(
-            "GANTRY_TOKEN",
-            &format!("@{}", g.data.join("admin.token").display()),
-        )],
-        Some("another-secret"),
-    ));
-    let dist = dir.path().join("dist");
-    std::fs::create_dir_all(&dist).unwrap();
-    std::fs::copy(&bin, dist.join("customers-mngr")).unwrap();
-    ok(g.cli(&[
-        "artifact",
-        "push",
-        "acme/customers-mngr@1.0.0",
-        dist.to_str().unwrap(),
-    ]));
-    ok(g.cli(&[
-        "route",
-        "create",
-        "acme/staging/customers",
-        "--host",
-        "customers.acme.test",
-        "--to",
-        "service:customers",
-        "--allow-http",
-    ]));
+    prepare(&g, dir.path(), &bin, "another-secret");
     ok(g.cli(&[
         "service",
         "deploy",
