@@ -12,6 +12,7 @@ pub mod kms;
 pub mod name;
 pub mod rbac;
 pub mod routes;
+pub mod scan;
 pub mod services;
 pub mod types;
 
