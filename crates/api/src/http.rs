@@ -61,7 +61,16 @@ pub async fn read_json<T: DeserializeOwned>(
     headers: &http::HeaderMap,
     body: Incoming,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(headers, body).await?;
+    read_json_up_to(headers, body, MAX_BODY).await
+}
+
+/// Like `read_json`, for the few endpoints that take larger documents.
+pub async fn read_json_up_to<T: DeserializeOwned>(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_body_up_to(headers, body, limit).await?;
     check_json_type(headers, &bytes)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(

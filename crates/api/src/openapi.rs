@@ -109,6 +109,11 @@ fn io(op: Op) -> (Option<Value>, u16, Option<Value>) {
         ),
         RollbackService => (Some(r("Rollback")), 200, Some(r("ServiceInfo"))),
         ScaleService => (Some(r("Scale")), 200, Some(r("ServiceInfo"))),
+        AdvisoryStatus => (None, 200, Some(r("DatabaseStatus"))),
+        LoadAdvisories => (Some(r("LoadAdvisories")), 200, Some(r("LoadReport"))),
+        GetAdvisory => (None, 200, Some(r("Advisory"))),
+        GetArtifactPolicy => (None, 200, Some(r("ArtifactPolicy"))),
+        SetArtifactPolicy => (Some(r("ArtifactPolicy")), 200, Some(r("ArtifactPolicy"))),
     }
 }
 
@@ -127,6 +132,10 @@ fn schemas() -> Value {
     let kind = json!({ "type": "string", "enum": ["production", "certification", "staging", "development"] });
     let text = json!({ "type": "string" });
     let int = json!({ "type": "integer" });
+    let severity =
+        json!({ "type": "string", "enum": ["unknown", "low", "medium", "high", "critical"] });
+    let block_at = json!({ "type": "string", "enum": ["none", "low", "medium", "high", "critical"], "description": "the lowest severity that refuses a deploy" });
+    let ecosystem = json!({ "type": "string", "enum": ["crates.io", "npm", "PyPI"] });
     let token_props = json!({
         "id": text, "account": principal, "description": text, "created_at": time,
         "created_by": text, "expires_at": time_or_null, "revoked_at": time_or_null
@@ -232,7 +241,35 @@ fn schemas() -> Value {
             "name": text, "version": text, "digest": text, "size": int, "files": int, "unpacked_size": int,
             "manifest": { "type": "array", "items": obj(&["path", "size", "sha256", "executable"], json!({
                 "path": text, "size": int, "sha256": text, "executable": { "type": "boolean" } })) },
-            "created_at": time, "created_by": text })),
+            "created_at": time, "created_by": text, "scan": r("ScanReport") })),
+        "ScanReport": obj(&["lockfiles", "packages", "findings", "database_advisories"], json!({
+            "lockfiles": { "type": "array", "items": text }, "packages": int,
+            "unpinned": { "type": "array", "items": text }, "unreadable": { "type": "array", "items": text },
+            "findings": { "type": "array", "items": r("Finding") }, "database_advisories": int })),
+        "Finding": obj(&["advisory", "severity", "ecosystem", "package", "version", "summary", "lockfile"], json!({
+            "advisory": text, "aliases": { "type": "array", "items": text }, "severity": severity.clone(),
+            "ecosystem": ecosystem.clone(), "package": text, "version": text, "fixed": text, "summary": text, "lockfile": text })),
+        "Advisory": obj(&["id", "severity", "modified", "affected"], json!({
+            "id": text, "aliases": { "type": "array", "items": text }, "summary": text, "severity": severity,
+            "score": { "type": "number" }, "modified": text,
+            "affected": { "type": "array", "items": obj(&["ecosystem", "package"], json!({
+                "ecosystem": ecosystem, "package": text,
+                "ranges": { "type": "array", "items": obj(&["kind", "events"], json!({
+                    "kind": { "type": "string", "enum": ["semver", "ecosystem"] },
+                    "events": { "type": "array", "items": { "type": "object", "minProperties": 1, "maxProperties": 1,
+                        "additionalProperties": text } } })) },
+                "versions": { "type": "array", "items": text } })) } })),
+        "LoadAdvisories": obj(&["advisories"], json!({
+            "advisories": { "type": "array", "maxItems": 2000, "items": { "type": "object", "description": "an OSV record" } } })),
+        "LoadReport": obj(&["received", "loaded", "unchanged", "withdrawn", "ignored", "rejected"], json!({
+            "received": int, "loaded": int, "unchanged": int, "withdrawn": int, "ignored": int,
+            "rejected": { "type": "array", "items": text } })),
+        "DatabaseStatus": obj(&["advisories", "by_ecosystem"], json!({
+            "advisories": int,
+            "by_ecosystem": { "type": "array", "items": { "type": "array", "prefixItems": [text, int], "minItems": 2, "maxItems": 2 } },
+            "loaded_at": time })),
+        "ArtifactPolicy": obj(&["production", "certification", "staging", "development"], json!({
+            "production": block_at.clone(), "certification": block_at.clone(), "staging": block_at.clone(), "development": block_at })),
         "DeploySpec": obj(&["artifact", "command"], json!({
             "artifact": { "type": "string", "description": "NAME@VERSION of an artifact of the tenant" },
             "command": { "type": "array", "items": text }, "port_env": text, "health": text,

@@ -85,6 +85,11 @@ pub enum Op {
     GetArtifact,
     PullArtifact,
     DeleteArtifact,
+    AdvisoryStatus,
+    LoadAdvisories,
+    GetAdvisory,
+    GetArtifactPolicy,
+    SetArtifactPolicy,
     ListServices,
     DeployService,
     GetService,
@@ -193,6 +198,11 @@ routes! {
     "GET" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => GetArtifact, "artifact.read", "Show a version and its manifest";
     "GET" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}/blob" => PullArtifact, "artifact.pull", "Download a version's .tar.gz (application/octet-stream), verified against its digest";
     "DELETE" "/v1/tenants/{tenant}/artifacts/{artifact}/versions/{version}" => DeleteArtifact, "artifact.delete", "Delete a version";
+    "GET" "/v1/advisories" => AdvisoryStatus, "advisory.status", "The vulnerability database: advisories per ecosystem, when last loaded";
+    "POST" "/v1/advisories" => LoadAdvisories, "advisory.load", "Load OSV records (up to 2,000 per call); newer records replace older ones, withdrawn ones are removed";
+    "GET" "/v1/advisories/{advisory}" => GetAdvisory, "advisory.read", "One advisory as stored";
+    "GET" "/v1/artifact-policy" => GetArtifactPolicy, "artifact-policy.read", "Which finding severities refuse a deploy, per kind of environment";
+    "PUT" "/v1/artifact-policy" => SetArtifactPolicy, "artifact-policy.update", "Change the artifact policy (applies to the next deploys)";
     "GET" "/v1/tenants/{tenant}/environments/{environment}/services" => ListServices, "service.list", "Services of an environment with their replicas";
     "POST" "/v1/tenants/{tenant}/environments/{environment}/services/{service}/deploy" => DeployService, "service.deploy", "Deploy a new revision (rolled out by the reconciler)";
     "GET" "/v1/tenants/{tenant}/environments/{environment}/services/{service}" => GetService, "service.read", "Desired state, revisions and running replicas";

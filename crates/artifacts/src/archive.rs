@@ -102,15 +102,49 @@ fn walk(
     Ok(())
 }
 
-/// The manifest of an archive: every file with its size, SHA-256 and executable bit.
-pub fn manifest(bytes: &[u8]) -> Result<Vec<ManifestEntry>> {
+/// What a push reads from an archive.
+pub struct Contents {
+    /// Every file with its size, SHA-256 and executable bit, by path.
+    pub manifest: Vec<ManifestEntry>,
+    /// The lockfiles it carries (path, content), for the vulnerability scan.
+    pub lockfiles: Vec<(String, Vec<u8>)>,
+    /// Lockfiles too large to read.
+    pub too_large: Vec<String>,
+}
+
+/// Reads an archive's manifest and lockfiles.
+pub fn manifest(bytes: &[u8]) -> Result<Contents> {
     let mut out = Vec::new();
+    let mut lockfiles = Vec::new();
+    let mut too_large = Vec::new();
     walk(
         bytes,
         |path, mode, r| {
+            let damaged =
+                |e: std::io::Error| invalid(format!("the archive is damaged at {path}: {e}"));
             let mut h = Sha256::new();
-            let n = std::io::copy(r, &mut h)
-                .map_err(|e| invalid(format!("the archive is damaged at {path}: {e}")))?;
+            let keep = scan::is_lockfile(path);
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 64 * 1024];
+            let mut n = 0u64;
+            loop {
+                let got = r.read(&mut buf).map_err(damaged)?;
+                if got == 0 {
+                    break;
+                }
+                h.update(&buf[..got]);
+                n += got as u64;
+                if keep && n <= scan::MAX_LOCKFILE_BYTES {
+                    kept.extend_from_slice(&buf[..got]);
+                }
+            }
+            if keep {
+                if n <= scan::MAX_LOCKFILE_BYTES {
+                    lockfiles.push((path.to_string(), kept));
+                } else {
+                    too_large.push(path.to_string());
+                }
+            }
             out.push(ManifestEntry {
                 path: path.to_string(),
                 size: n,
@@ -122,7 +156,11 @@ pub fn manifest(bytes: &[u8]) -> Result<Vec<ManifestEntry>> {
         |_| Ok(()),
     )?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    Ok(Contents {
+        manifest: out,
+        lockfiles,
+        too_large,
+    })
 }
 
 /// Unpacks an archive into `dir` (which must exist), keeping the owner's executable bit.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use model::artifacts::{ArtifactInfo, ArtifactRef};
 use model::clock::Clock;
+use model::scan::ScanReport;
 use model::{Code, Name, Scope};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
@@ -145,9 +146,19 @@ impl Registry {
             )));
         }
         let data = bytes.clone();
-        let manifest = tokio::task::spawn_blocking(move || archive::manifest(&data))
+        let contents = tokio::task::spawn_blocking(move || archive::manifest(&data))
             .await
             .map_err(|e| ArtifactError::Invalid(format!("reading the archive failed: {e}")))??;
+        let manifest = contents.manifest;
+        let mut inventory = scan::inventory(&contents.lockfiles);
+        inventory
+            .unreadable
+            .extend(contents.too_large.iter().map(|p| {
+                format!(
+                    "{p}: larger than {} bytes, not read",
+                    scan::MAX_LOCKFILE_BYTES
+                )
+            }));
         let hex = hex::encode(Sha256::digest(&bytes));
         let now = self.clock.now();
         let now = now
@@ -163,6 +174,7 @@ impl Registry {
             manifest,
             created_at: now,
             created_by: actor.principal.clone(),
+            scan: None,
         };
         // The blob first (idempotent: same content, same path), then the record; a blob
         // without a record is garbage, never a record without its blob.
@@ -184,7 +196,8 @@ impl Registry {
                 .await
                 .map_err(objects_err)?;
         }
-        let created = self.store.create_artifact(actor, &info).await? == Pushed::Created;
+        let created =
+            self.store.create_artifact(actor, &info, &inventory).await? == Pushed::Created;
         let shown = self
             .store
             .artifact(&r.tenant, r.name.as_str(), &r.version)
@@ -196,16 +209,50 @@ impl Registry {
         Ok(self.store.artifacts(tenant).await?)
     }
 
-    pub async fn show(&self, r: &ArtifactRef) -> Result<ArtifactInfo> {
+    /// A version's record (with its manifest), without the scan.
+    pub async fn record(&self, r: &ArtifactRef) -> Result<ArtifactInfo> {
         Ok(self
             .store
             .artifact(&r.tenant, r.name.as_str(), &r.version)
             .await?)
     }
 
+    /// A version with its manifest and its scan against the database as it is now.
+    pub async fn show(&self, r: &ArtifactRef) -> Result<ArtifactInfo> {
+        let mut info = self.record(r).await?;
+        info.scan = self.scan(r).await?;
+        Ok(info)
+    }
+
+    /// The scan of a version (`None` when it was pushed before scanning existed).
+    pub async fn scan(&self, r: &ArtifactRef) -> Result<Option<ScanReport>> {
+        let Some(inv) = self
+            .store
+            .artifact_inventory(&r.tenant, r.name.as_str(), &r.version)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let names: Vec<_> = inv
+            .packages
+            .iter()
+            .map(|p| (p.ecosystem, p.ecosystem.normalize(&p.name)))
+            .collect();
+        let advisories = self.store.advisories_for(&names).await?;
+        let database = self.store.advisory_status().await?;
+        Ok(Some(ScanReport {
+            findings: scan::findings(&inv.packages, &advisories),
+            lockfiles: inv.lockfiles,
+            packages: inv.packages.len() as u64,
+            unpinned: inv.unpinned,
+            unreadable: inv.unreadable,
+            database_advisories: database.advisories,
+        }))
+    }
+
     /// The version's .tar.gz, decrypted and checked against its digest.
     pub async fn pull(&self, r: &ArtifactRef) -> Result<(ArtifactInfo, Bytes)> {
-        let info = self.show(r).await?;
+        let info = self.record(r).await?;
         let hex = info
             .digest
             .strip_prefix("sha256:")
@@ -237,7 +284,7 @@ impl Registry {
 
     /// Deletes a version (and its blob, when no other version has the same content).
     pub async fn delete(&self, actor: &Actor, r: &ArtifactRef) -> Result<()> {
-        let info = self.show(r).await?;
+        let info = self.record(r).await?;
         let shared = self
             .store
             .delete_artifact(actor, &r.tenant, r.name.as_str(), &r.version)

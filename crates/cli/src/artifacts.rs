@@ -141,7 +141,11 @@ pub async fn run(c: &Client, cmd: ArtifactCmd) -> Result<(), CliError> {
                     String::new(),
                 ]);
             }
-            print(out.output, &x, H, rows)
+            print(out.output, &x, H, rows)?;
+            if let (crate::Format::Table, Some(s)) = (out.output, &x.scan) {
+                print!("{}", crate::advisories::scan_table(s));
+            }
+            Ok(())
         }
         ArtifactCmd::Pull { artifact, to } => {
             let r = ArtifactRef::parse(&artifact)?;
@@ -151,6 +155,7 @@ pub async fn run(c: &Client, cmd: ArtifactCmd) -> Result<(), CliError> {
             println!("{r}: {} bytes written to {}", bytes.len(), to.display());
             Ok(())
         }
+        ArtifactCmd::Policy(cmd) => crate::advisories::policy(c, cmd).await,
         ArtifactCmd::Delete { artifact } => {
             let r = ArtifactRef::parse(&artifact)?;
             c.delete(&path_of(&r)).await?;

@@ -117,6 +117,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Artifact(cmd) => crate::artifacts::run(&client, cmd).await,
         Command::Service(cmd) => crate::services::run(&client, cmd).await,
         Command::TlsPolicy(cmd) => crate::certs::tls_policy(&client, cmd).await,
+        Command::Advisory(cmd) => crate::advisories::run(&client, cmd).await,
     }
 }
 

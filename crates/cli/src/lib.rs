@@ -7,6 +7,7 @@
 //! file, never from an argument, and are printed only by `secret get`, `key decrypt` and
 //! `key generate-data-key`.
 
+mod advisories;
 mod artifacts;
 mod certs;
 mod commands;
@@ -169,6 +170,49 @@ pub enum Command {
     /// The TLS policy of every edge's HTTPS listener, changed without a restart
     #[command(subcommand)]
     TlsPolicy(TlsPolicyCmd),
+    /// The offline vulnerability database (OSV records) artifacts are scanned against
+    #[command(subcommand)]
+    Advisory(AdvisoryCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdvisoryCmd {
+    /// Load OSV records: an OSV export (.zip, e.g. an ecosystem's all.zip), a directory
+    /// of .json records, or .json files; newer records replace older ones
+    Load {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// How many advisories the database holds, per ecosystem, and when it was loaded
+    Status(Out),
+    /// One advisory: severity, affected packages and versions
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Out,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactPolicyCmd {
+    /// Which finding severities refuse a deploy, per kind of environment
+    Show(Out),
+    /// Change it: the lowest severity that refuses a deploy (none, low, medium, high,
+    /// critical) for the kinds given; the others stay as they are
+    Set {
+        #[arg(long)]
+        production: Option<String>,
+        #[arg(long)]
+        certification: Option<String>,
+        #[arg(long)]
+        staging: Option<String>,
+        #[arg(long)]
+        development: Option<String>,
+        #[command(flatten)]
+        out: Out,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,7 +348,7 @@ pub enum ArtifactCmd {
         #[command(flatten)]
         out: Out,
     },
-    /// Show a version: digest, sizes and its files
+    /// Show a version: digest, sizes, files and its vulnerability findings
     Show {
         artifact: String,
         #[command(flatten)]
@@ -319,6 +363,9 @@ pub enum ArtifactCmd {
     },
     /// Delete a version
     Delete { artifact: String },
+    /// The policy that refuses deploys of artifacts with vulnerability findings
+    #[command(subcommand)]
+    Policy(ArtifactPolicyCmd),
 }
 
 #[derive(Debug, Subcommand)]

@@ -92,6 +92,10 @@ pub struct ArtifactInfo {
     #[serde(with = "wire_time")]
     pub created_at: OffsetDateTime,
     pub created_by: String,
+    /// The vulnerability scan against the database as it is now (in `show` only; absent
+    /// for versions pushed before scanning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::scan::ScanReport>,
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ codes! {
     PayloadTooLarge => ("payload_too_large", 413, 8, "The request body is larger than the limit."),
     UnsupportedMediaType => ("unsupported_media_type", 415, 8, "The request body is not of the media type the endpoint takes (`application/json`, or `application/gzip` for artifacts)."),
     Unprocessable => ("unprocessable", 422, 3, "The request is well-formed but cannot be applied as asked (for example, a grant outside the account's tenant)."),
+    PolicyViolation => ("policy_violation", 422, 3, "A policy refuses the change (for example, an artifact with findings of a refused severity deployed to production)."),
     RateLimited => ("rate_limited", 429, 9, "Too many requests or failed authentications from this source; retry later."),
     InvalidCiphertext => ("invalid_ciphertext", 400, 3, "Decryption failed: the ciphertext was modified, or belongs to another key, resource or encryption context."),
     Sealed => ("sealed", 503, 10, "The server is sealed: nothing can be read or changed until `gantry unseal`."),

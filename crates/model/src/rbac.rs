@@ -76,6 +76,8 @@ pub enum Resource {
     Replica,
     Artifact,
     Service,
+    /// The vulnerability database and the artifact policy (installation-wide).
+    Advisory,
     /// The edge's whole configuration, private keys included (for remote edges).
     EdgeConfig,
     System,
@@ -99,6 +101,7 @@ impl Resource {
             Resource::EdgeConfig => "edge-config",
             Resource::Artifact => "artifact",
             Resource::Service => "service",
+            Resource::Advisory => "advisory",
             Resource::System => "system",
         }
     }
@@ -221,6 +224,13 @@ pub const PERMISSIONS: &[(Resource, Action, &[Role])] = &[
     (Service, Create, &[Admin, Operator, Developer]),
     (Service, Update, &[Admin, Operator, Developer]),
     (Service, Delete, &[Admin, Operator]),
+    (
+        Advisory,
+        Read,
+        &[Admin, Operator, Developer, Viewer, Auditor],
+    ),
+    (Advisory, Create, &[Admin]),
+    (Advisory, Update, &[Admin]),
     (System, Update, &[Admin]),
 ];
 

@@ -41,6 +41,8 @@ pub enum ServiceError {
     Artifacts(#[from] artifacts::ArtifactError),
     #[error("runtime: {0}")]
     Runtime(#[from] runtime::Error),
+    #[error("{0}")]
+    Policy(String),
 }
 
 impl ServiceError {
@@ -51,6 +53,7 @@ impl ServiceError {
             ServiceError::Keys(e) => e.code(),
             ServiceError::Artifacts(e) => e.code(),
             ServiceError::Runtime(_) => Code::Internal,
+            ServiceError::Policy(_) => Code::PolicyViolation,
         }
     }
 }
@@ -137,12 +140,13 @@ impl Services {
         let (tenant, _) = env_parts(scope)?;
         let r = ArtifactRef::parse(&format!("{tenant}/{}", spec.artifact))
             .map_err(|e| ServiceError::Invalid(e.message))?;
-        self.registry.show(&r).await.map_err(|e| match e {
+        let artifact = self.registry.show(&r).await.map_err(|e| match e {
             artifacts::ArtifactError::Store(StoreError::NotFound(_)) => {
                 ServiceError::Invalid(format!("artifact {r} does not exist: push it first"))
             }
             e => e.into(),
         })?;
+        self.check_policy(scope, &r, artifact.scan.as_ref()).await?;
         for (var, name) in &spec.secrets {
             match self.keyring.secret_info(scope, name).await {
                 Ok(_) => {}
@@ -158,6 +162,53 @@ impl Services {
             .store
             .deploy_revision(actor, scope, service.as_str(), spec)
             .await?)
+    }
+
+    /// Refuses an artifact whose findings the artifact policy blocks in this kind of
+    /// environment. Rollbacks are not checked: returning to a revision that ran is how an
+    /// incident ends, and the policy must not stand in its way.
+    async fn check_policy(
+        &self,
+        scope: &Scope,
+        r: &ArtifactRef,
+        scan: Option<&model::scan::ScanReport>,
+    ) -> Result<()> {
+        let Some(scan) = scan else {
+            return Ok(());
+        };
+        let (tenant, env) = env_parts(scope)?;
+        let kind = self.store.environment(&tenant, &env).await?.kind;
+        let block = self.store.artifact_policy().await?.for_kind(kind);
+        let blocked: Vec<_> = scan
+            .findings
+            .iter()
+            .filter(|f| block.blocks(f.severity))
+            .collect();
+        if blocked.is_empty() {
+            return Ok(());
+        }
+        let mut named: Vec<String> = blocked
+            .iter()
+            .take(5)
+            .map(|f| {
+                format!(
+                    "{} ({}, {}@{})",
+                    f.advisory,
+                    f.severity.as_str(),
+                    f.package,
+                    f.version
+                )
+            })
+            .collect();
+        if blocked.len() > 5 {
+            named.push(format!("and {} more", blocked.len() - 5));
+        }
+        Err(ServiceError::Policy(format!(
+            "the artifact policy refuses {r} in {} environments: {} finding(s) of a refused severity: {}; upgrade the packages and push a new version (see `gantry artifact show`)",
+            kind.as_str(),
+            blocked.len(),
+            named.join(", ")
+        )))
     }
 
     /// A service's desired state and its replicas as the runtime sees them.

@@ -3,6 +3,7 @@
 //! crate); this module never sees artifact content.
 
 use model::artifacts::{ArtifactInfo, ManifestEntry};
+use model::scan::Inventory;
 use model::{Name, Scope};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -32,6 +33,7 @@ fn row_to_artifact(row: &AnyRow, with_manifest: bool) -> Result<ArtifactInfo> {
         manifest,
         created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
         created_by: row.try_get("created_by")?,
+        scan: None,
     })
 }
 
@@ -45,7 +47,12 @@ pub enum Pushed {
 impl Store {
     /// Records a version. The same version with the same digest is a no-op
     /// (`AlreadyThere`); with another digest it is a conflict: versions are immutable.
-    pub async fn create_artifact(&self, actor: &Actor, a: &ArtifactInfo) -> Result<Pushed> {
+    pub async fn create_artifact(
+        &self,
+        actor: &Actor,
+        a: &ArtifactInfo,
+        inventory: &Inventory,
+    ) -> Result<Pushed> {
         let (tenant, name) = a
             .name
             .split_once('/')
@@ -80,8 +87,10 @@ impl Store {
         }
         let manifest =
             serde_json::to_string(&a.manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let inventory =
+            serde_json::to_string(inventory).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(&format!(
-            "INSERT INTO artifacts ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO artifacts ({COLS}, inventory) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(tenant)
         .bind(name)
@@ -93,6 +102,7 @@ impl Store {
         .bind(&manifest)
         .bind(ts(a.created_at))
         .bind(&a.created_by)
+        .bind(&inventory)
         .execute(&mut *w.tx)
         .await?;
         let scope = Scope::Tenant(Name::parse(tenant).map_err(|e| StoreError::Corrupt(e.message))?);
@@ -132,6 +142,33 @@ impl Store {
         .ok_or_else(|| {
             StoreError::NotFound(format!("artifact {tenant}/{name}@{version} not found"))
         })
+    }
+
+    /// What a version's lockfiles pin; `None` for a version pushed before scanning.
+    pub async fn artifact_inventory(
+        &self,
+        tenant: &Name,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Inventory>> {
+        let row = sqlx::query(
+            "SELECT inventory FROM artifacts WHERE tenant = $1 AND name = $2 AND version = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!("artifact {tenant}/{name}@{version} not found"))
+        })?;
+        row.try_get::<Option<String>, _>("inventory")?
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| {
+                    StoreError::Corrupt(format!("inventory of {tenant}/{name}@{version}: {e}"))
+                })
+            })
+            .transpose()
     }
 
     /// Deletes a version; returns whether another version still uses its blob.

@@ -9,6 +9,7 @@
 //! This crate must never decide who may do what (that is the API's job with
 //! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
 
+pub mod advisories;
 pub mod artifacts;
 pub mod audit;
 mod auth_cache;

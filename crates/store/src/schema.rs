@@ -270,6 +270,26 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
                 updated_by TEXT NOT NULL)",
         ],
     ),
+    (
+        8,
+        &[
+            // What an artifact's lockfiles pin (JSON); NULL for versions pushed before.
+            "ALTER TABLE artifacts ADD COLUMN inventory TEXT",
+            // The offline vulnerability database (normalized OSV records) and, to find the
+            // advisories of a package without reading them all, their affected packages.
+            "CREATE TABLE advisories (
+                id TEXT PRIMARY KEY,
+                modified TEXT NOT NULL,
+                doc TEXT NOT NULL,
+                loaded_at TEXT NOT NULL)",
+            "CREATE TABLE advisory_packages (
+                ecosystem TEXT NOT NULL,
+                package TEXT NOT NULL,
+                advisory TEXT NOT NULL,
+                PRIMARY KEY (ecosystem, package, advisory))",
+            "CREATE INDEX advisory_packages_advisory ON advisory_packages(advisory)",
+        ],
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.

@@ -17,6 +17,7 @@ mod artifact_ops;
 mod edge_ops;
 mod key_ops;
 mod route_ops;
+mod scan_ops;
 mod secret_ops;
 mod service_ops;
 
@@ -411,6 +412,7 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
         op if artifact_ops::permission(op).is_some() => {
             artifact_ops::call(ctx, op, params, req).await
         }
+        op if scan_ops::permission(op).is_some() => scan_ops::call(ctx, op, params, req).await,
         _ => Err(ApiError::new(Code::Internal, "operation without a handler")),
     }
 }

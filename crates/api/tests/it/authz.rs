@@ -277,6 +277,32 @@ async fn cases(s: &Server, i: usize) -> Vec<Case> {
         Some(json!({"https_policy": null})),
         Rule::Table(Resource::EdgeConfig, Action::Update, Scope::Platform),
     ));
+    // The vulnerability database: read by any role anywhere, changed on the platform only.
+    for path in [
+        "/v1/advisories",
+        "/v1/advisories/GHSA-authz-test",
+        "/v1/artifact-policy",
+    ] {
+        v.push(c(
+            "GET",
+            path.into(),
+            None,
+            Rule::Anywhere(Resource::Advisory, Action::Read),
+        ));
+    }
+    v.push(c(
+        "POST",
+        "/v1/advisories".into(),
+        Some(json!({"advisories": [{"id": format!("GHSA-authz-{i}"), "modified": "2024-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "npm", "name": "left-pad"}, "versions": ["1.0.0"]}]}]})),
+        Rule::Table(Resource::Advisory, Action::Create, Scope::Platform),
+    ));
+    v.push(c(
+        "PUT",
+        "/v1/artifact-policy".into(),
+        Some(json!({"production": "critical", "certification": "none", "staging": "none", "development": "none"})),
+        Rule::Table(Resource::Advisory, Action::Update, Scope::Platform),
+    ));
     for path in ["/v1/edge/generations", "/v1/edge/snapshot"] {
         v.push(c(
             "GET",

@@ -811,3 +811,84 @@ async fn bad_artifacts_are_refused_with_the_reason() {
         assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
     }
 }
+
+#[tokio::test]
+async fn advisory_loads_and_the_artifact_policy_refuse_bad_input() {
+    let s = setup().await;
+    let admin = s.admin.clone();
+    let post = |body: Vec<u8>, ct: &'static str| {
+        s.http
+            .post(format!("{}/v1/advisories", s.base))
+            .bearer_auth(&admin)
+            .header("content-type", ct)
+            .body(body)
+    };
+    let record = |i: usize| {
+        json!({"id": format!("GHSA-{i}"), "modified": "m",
+            "affected": [{"package": {"ecosystem": "npm", "name": "x"}, "versions": ["1.0.0"]}]})
+    };
+    for (body, ct, status, code) in [
+        (
+            b"{\"advisories\": \"x\"}".to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            b"{\"advisories\": [], \"more\": 1}".to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (b"{}".to_vec(), "application/json", 400, "bad_request"),
+        (b"[]".to_vec(), "text/plain", 415, "unsupported_media_type"),
+        (
+            vec![b' '; 9 * 1024 * 1024],
+            "application/json",
+            413,
+            "payload_too_large",
+        ),
+        (
+            json!({"advisories": (0..2001).map(record).collect::<Vec<_>>()})
+                .to_string()
+                .into_bytes(),
+            "application/json",
+            413,
+            "payload_too_large",
+        ),
+    ] {
+        let r = s.check("POST", "/v1/advisories", post(body, ct)).await;
+        assert_eq!((r.status, r.code()), (status, code), "{}", r.body);
+    }
+    // Bad records are named in the report; the good ones are stored.
+    let r = s
+        .admin(
+            "POST",
+            "/v1/advisories",
+            Some(json!({"advisories": [record(1), {"id": 5}, {"id": "a/b", "modified": "m"}, "text",
+                {"id": "X", "modified": "m", "affected": [{"package": {"ecosystem": "npm", "name": "y"},
+                    "ranges": [{"type": "SEMVER", "events": [{"fixed": 1}]}]}]}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["loaded"], 1, "{}", r.body);
+    assert_eq!(
+        r.body["rejected"].as_array().unwrap().len(),
+        4,
+        "{}",
+        r.body
+    );
+    let r = s
+        .admin("GET", &format!("/v1/advisories/{}", "Z".repeat(300)), None)
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.body);
+    for body in [
+        json!({"production": "severe", "certification": "none", "staging": "none", "development": "none"}),
+        json!({"production": "critical"}),
+        json!({"production": "critical", "certification": "none", "staging": "none", "development": "none", "qa": "low"}),
+    ] {
+        let r = s.admin("PUT", "/v1/artifact-policy", Some(body)).await;
+        assert_eq!((r.status, r.code()), (400, "bad_request"), "{}", r.body);
+    }
+    s.stop().await;
+}

@@ -9,6 +9,7 @@ mod crash;
 mod edge;
 mod edge_remote;
 mod harness;
+mod scan;
 mod seal;
 mod secrets;
 mod services;
