@@ -277,7 +277,12 @@ fn schemas() -> Value {
             "env": { "type": "object", "additionalProperties": text },
             "secrets": { "type": "object", "additionalProperties": text, "description": "VARIABLE -> secret name in the environment" },
             "memory_mb": { "type": ["integer", "null"] }, "cpu_millis": { "type": ["integer", "null"] },
-            "max_surge": int, "health_deadline_secs": int, "grace_secs": int })),
+            "max_surge": int, "health_deadline_secs": int, "grace_secs": int,
+            "routes": { "type": "array", "maxItems": 16, "items": obj(&["name"], json!({
+                "name": name.clone(), "host": text, "path": text })), "description": "routes to this service: checked, or created when a host is given" },
+            "autoscale": obj(&["metric", "target"], json!({
+                "metric": { "type": "string", "enum": ["cpu", "in_flight"] },
+                "target": { "type": "number", "description": "cores (cpu) or requests in flight (in_flight) per replica" } })) })),
         "RevisionInfo": obj(&["service", "number", "spec", "status", "message", "created_at", "created_by"], json!({
             "service": text, "number": int, "spec": r("DeploySpec"),
             "status": { "type": "string", "enum": ["rolling", "active", "superseded", "failed"] },

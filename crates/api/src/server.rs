@@ -114,6 +114,8 @@ pub struct Running {
     pub store: Arc<store::Store>,
     /// Certificate management, for the edge (decrypted certificates, HTTP-01 tokens).
     pub certs: Arc<certs::Certs>,
+    /// The services reconciler, for the edge's load gauge (in-flight autoscaling).
+    pub services: Arc<services::Services>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
     _lock: std::fs::File,
@@ -273,7 +275,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         keyring,
         certs: certs.clone(),
         registry,
-        services,
+        services: services.clone(),
         started: Instant::now(),
         limiter: auth::AuthLimiter::default(),
     });
@@ -290,6 +292,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store_description: store.describe().to_string(),
         store: store.clone(),
         certs,
+        services,
         shutdown: tx,
         done,
         _lock: lock,

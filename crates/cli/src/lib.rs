@@ -268,6 +268,14 @@ pub enum ServiceCmd {
         /// Time a new replica has to become healthy before the rollout is undone
         #[arg(long, default_value = "60s")]
         health_deadline: String,
+        /// A route that sends traffic to this service: NAME (it must exist) or
+        /// NAME=HOST[/PATH] (created if missing); repeatable
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// What autoscaling between MIN..MAX follows: cpu=CORES or in-flight=REQUESTS per
+        /// replica (default: CPU at `gantry up --autoscale-cpu`)
+        #[arg(long)]
+        autoscale: Option<String>,
         #[command(flatten)]
         out: Out,
     },

@@ -83,6 +83,8 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
             cpu_millis,
             max_surge,
             health_deadline,
+            routes,
+            autoscale,
             out,
         } => {
             let r = Ref::parse(&service, "service")?;
@@ -112,6 +114,14 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
                 max_surge,
                 health_deadline_secs: deadline.as_secs().max(1),
                 grace_secs: 10,
+                routes: routes
+                    .iter()
+                    .map(|r| model::services::DeployRoute::parse(r))
+                    .collect::<Result<_, _>>()?,
+                autoscale: autoscale
+                    .as_deref()
+                    .map(model::services::AutoscaleSpec::parse)
+                    .transpose()?,
             };
             spec.validate()?;
             let x: RevisionInfo = c

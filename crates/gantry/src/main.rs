@@ -93,6 +93,12 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
         certs: running.certs.clone(),
     });
     let edge = edge::start(source, edge_config).await?;
+    running
+        .services
+        .set_load_gauge(std::sync::Arc::new(EdgeLoad(vec![
+            edge.public.clone(),
+            edge.internal_proxy.clone(),
+        ])));
     if let Some(token) = &running.admin_token {
         // Printed once, on the very first start; also in <data>/admin.token (0600).
         println!(
@@ -121,6 +127,21 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
 }
 
 /// `gantry edge`: the edge alone, its state from a remote control plane.
+/// The edge's in-flight counts, for the services autoscaler.
+struct EdgeLoad(Vec<std::sync::Arc<proxy::Proxy>>);
+
+impl services::LoadGauge for EdgeLoad {
+    fn in_flight(&self) -> std::collections::HashMap<std::net::SocketAddr, usize> {
+        let mut out = std::collections::HashMap::new();
+        for p in &self.0 {
+            for (addr, n) in p.table().in_flight_by_addr() {
+                *out.entry(addr).or_insert(0) += n;
+            }
+        }
+        out
+    }
+}
+
 async fn edge_main(global: &cli::Global, args: EdgeArgs) -> anyhow::Result<()> {
     let _log_guard = init_logging(args.log_format);
     let ep = cli::endpoint(global).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -185,6 +185,27 @@ pub fn check_host(h: &str) -> Result<(), Invalid> {
 }
 
 impl RouteSpec {
+    /// A public route of `host` and path prefix `path` to the replicas of `service`, with
+    /// every other setting at its default.
+    pub fn to_service(host: &str, path: &str, service: Name) -> RouteSpec {
+        RouteSpec {
+            host: host.to_string(),
+            path: path.to_string(),
+            path_kind: PathKind::default(),
+            strip_prefix: false,
+            to: Target::Service(service),
+            listener: Listener::default(),
+            balancer: BalancerKind::default(),
+            timeout_ms: None,
+            max_body: None,
+            request_headers: HeaderRuleSpec::default(),
+            response_headers: HeaderRuleSpec::default(),
+            health: None,
+            allow_http: false,
+            upstream_protocol: UpstreamProtocol::default(),
+        }
+    }
+
     /// Checks every field; the first problem is the error.
     pub fn validate(&self) -> Result<(), Invalid> {
         check_host(&self.host)?;

@@ -30,7 +30,7 @@ fn default_grace() -> u64 {
 }
 
 /// `POST .../services/{service}/deploy`: what to run. Becomes revision N+1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySpec {
     /// `NAME@VERSION` of an artifact of the service's tenant.
@@ -68,6 +68,106 @@ pub struct DeploySpec {
     /// SIGTERM to SIGKILL, when a replica stops.
     #[serde(default = "default_grace")]
     pub grace_secs: u64,
+    /// Routes of the environment that send traffic to this service: checked at deploy,
+    /// created when a host is given and the route does not exist yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<DeployRoute>,
+    /// What the autoscaler follows between `replicas` and `max_replicas` (default: CPU,
+    /// at the installation's target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleSpec>,
+}
+
+/// A route a deploy uses: `NAME`, or `NAME=HOST[/PATH]` to create it if missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRoute {
+    pub name: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl DeployRoute {
+    /// Parses `NAME` or `NAME=HOST[/PATH]`.
+    pub fn parse(s: &str) -> Result<DeployRoute, Invalid> {
+        let (name, rest) = match s.split_once('=') {
+            None => (s, None),
+            Some((n, r)) => (n, Some(r)),
+        };
+        let name = Name::parse(name)?;
+        let (host, path) = match rest {
+            None => (None, None),
+            Some(r) => match r.find('/') {
+                Some(i) => (Some(r[..i].to_string()), Some(r[i..].to_string())),
+                None => (Some(r.to_string()), None),
+            },
+        };
+        if host.as_deref() == Some("") {
+            return Err(Invalid::new(format!(
+                "invalid route {:?}: use NAME or NAME=HOST[/PATH]",
+                crate::name::truncate(s)
+            )));
+        }
+        Ok(DeployRoute { name, host, path })
+    }
+}
+
+/// The metric the autoscaler follows, and its target per replica.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleSpec {
+    pub metric: AutoscaleMetric,
+    /// Cores per replica (`cpu`) or requests in flight per replica (`in_flight`).
+    pub target: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoscaleMetric {
+    /// CPU time of the replicas' processes.
+    Cpu,
+    /// Requests the edge has in flight to the replicas.
+    InFlight,
+}
+
+impl AutoscaleSpec {
+    /// Parses `cpu=0.6` or `in-flight=20`.
+    pub fn parse(s: &str) -> Result<AutoscaleSpec, Invalid> {
+        let bad = || {
+            Invalid::new(format!(
+                "invalid autoscale {:?}: use cpu=CORES (e.g. cpu=0.6) or in-flight=REQUESTS (e.g. in-flight=20)",
+                crate::name::truncate(s)
+            ))
+        };
+        let (m, t) = s.split_once('=').ok_or_else(bad)?;
+        let metric = match m {
+            "cpu" => AutoscaleMetric::Cpu,
+            "in-flight" | "in_flight" => AutoscaleMetric::InFlight,
+            _ => return Err(bad()),
+        };
+        let spec = AutoscaleSpec {
+            metric,
+            target: t.parse().map_err(|_| bad())?,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let ok = match self.metric {
+            AutoscaleMetric::Cpu => self.target > 0.0 && self.target <= 64.0,
+            AutoscaleMetric::InFlight => self.target >= 0.1 && self.target <= 100_000.0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Invalid::new(
+                "the autoscale target must be 0-64 cores (cpu) or 0.1-100000 requests (in-flight)",
+            ))
+        }
+    }
 }
 
 impl DeploySpec {
@@ -137,6 +237,23 @@ impl DeploySpec {
             return Err(Invalid::new(
                 "health_deadline_secs must be 1..3600 and grace_secs at most 600",
             ));
+        }
+        if self.routes.len() > 16 {
+            return Err(Invalid::new("at most 16 routes"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if self.routes[..i].iter().any(|o| o.name == r.name) {
+                return Err(Invalid::new(format!("route {} is given twice", r.name)));
+            }
+            if r.host.is_none() && r.path.is_some() {
+                return Err(Invalid::new(format!(
+                    "route {}: a path needs a host (NAME=HOST/PATH)",
+                    r.name
+                )));
+            }
+        }
+        if let Some(a) = &self.autoscale {
+            a.validate()?;
         }
         Ok(())
     }
@@ -224,4 +341,41 @@ pub struct Rollback {
 #[serde(deny_unknown_fields)]
 pub struct Scale {
     pub replicas: u32,
+}
+
+#[cfg(test)]
+mod deploy_option_tests {
+    use super::*;
+
+    #[test]
+    fn deploy_routes_parse() {
+        let r = DeployRoute::parse("customers").unwrap();
+        assert_eq!((r.name.as_str(), r.host, r.path), ("customers", None, None));
+        let r = DeployRoute::parse("customers=api.acme.test/customers").unwrap();
+        assert_eq!(r.host.as_deref(), Some("api.acme.test"));
+        assert_eq!(r.path.as_deref(), Some("/customers"));
+        let r = DeployRoute::parse("c=api.acme.test").unwrap();
+        assert_eq!((r.host.as_deref(), r.path), (Some("api.acme.test"), None));
+        for bad in ["", "Bad", "c=", "c=/x", "x y=h"] {
+            assert!(DeployRoute::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn autoscale_specs_parse() {
+        let a = AutoscaleSpec::parse("in-flight=20").unwrap();
+        assert_eq!((a.metric, a.target), (AutoscaleMetric::InFlight, 20.0));
+        let a = AutoscaleSpec::parse("cpu=0.6").unwrap();
+        assert_eq!(a.metric, AutoscaleMetric::Cpu);
+        for bad in [
+            "cpu",
+            "cpu=0",
+            "cpu=65",
+            "memory=1",
+            "in-flight=x",
+            "in-flight=0",
+        ] {
+            assert!(AutoscaleSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

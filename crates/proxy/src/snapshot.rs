@@ -222,6 +222,21 @@ impl RouteTable {
         self.by_host.values().map(Vec::len).sum::<usize>() + self.any_host.len()
     }
 
+    /// Requests in flight per upstream address over every route (an endpoint that
+    /// several routes share counts once).
+    pub fn in_flight_by_addr(&self) -> std::collections::HashMap<SocketAddr, usize> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = std::collections::HashMap::new();
+        for r in self.routes() {
+            for ep in &r.upstream.endpoints {
+                if seen.insert(Arc::as_ptr(ep)) {
+                    *out.entry(ep.addr).or_insert(0) += ep.in_flight();
+                }
+            }
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

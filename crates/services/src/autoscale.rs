@@ -1,15 +1,22 @@
-//! Autoscaling between a revision's `replicas` (minimum) and `max_replicas` on the CPU its
-//! replicas use: each tick samples the CPU time of every replica's process group (from
-//! `/proc`), and when the average use per replica stays above or below the target, sets
-//! the service's desired replicas to `ceil(replicas x use / target)`, within the bounds,
-//! at most once per cool-down. The rollout machinery does the rest.
+//! Autoscaling between a revision's `replicas` (minimum) and `max_replicas` on one of two
+//! metrics, as the revision says (`--autoscale`):
+//! - `cpu`: each tick samples the CPU time of every replica's process group (from
+//!   `/proc`); the use per replica is the CPU time between two samples over the wall time.
+//! - `in_flight`: each tick samples the requests the edge has in flight to each replica
+//!   (through a [`LoadGauge`]); the load per replica is the mean of the last samples.
+//!
+//! When the load per replica is off its target, the service's desired replicas become
+//! `ceil(replicas x load / target)`, within the bounds, at most once per cool-down. The
+//! rollout machinery does the rest.
 //!
 //! It must never go outside the revision's bounds, and never act on a single sample.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model::services::{RevisionInfo, ServiceInfo};
+use model::services::{AutoscaleMetric, AutoscaleSpec, RevisionInfo, ServiceInfo};
 use model::{Name, Scope};
 use runtime::{ReplicaId, ReplicaStatus};
 use store::services::ServiceChange;
@@ -17,10 +24,22 @@ use store::Actor;
 
 use crate::{Result, Services};
 
+/// In-flight samples averaged per decision, and the fewest a decision needs.
+const IN_FLIGHT_WINDOW: usize = 10;
+const IN_FLIGHT_MIN_SAMPLES: usize = 5;
+
+/// Where the autoscaler reads the requests in flight to each replica: the edge that runs
+/// beside the control plane implements it over its routing snapshots.
+pub trait LoadGauge: Send + Sync {
+    /// Requests in flight now, per upstream address.
+    fn in_flight(&self) -> HashMap<SocketAddr, usize>;
+}
+
 /// Autoscaler settings.
 #[derive(Debug, Clone)]
 pub struct AutoscaleConfig {
-    /// Target CPU per replica, in cores (0.6 = 60% of one core).
+    /// Target CPU per replica, in cores (0.6 = 60% of one core), for revisions that do
+    /// not say what to follow.
     pub target_cpu: f64,
     /// Least time between two changes of one service.
     pub cooldown: Duration,
@@ -40,8 +59,12 @@ impl Default for AutoscaleConfig {
 pub(crate) struct AutoscaleState {
     /// Last CPU sample per replica: (CPU seconds, when).
     samples: HashMap<ReplicaId, (f64, Instant)>,
+    /// Last in-flight samples (per replica) per service.
+    in_flight: HashMap<String, VecDeque<f64>>,
     /// Last change per service.
     changed: HashMap<String, Instant>,
+    /// The edge's gauge, once the edge runs.
+    pub(crate) gauge: Option<Arc<dyn LoadGauge>>,
 }
 
 /// CPU seconds used so far by every process in process group `pgid`.
@@ -83,6 +106,63 @@ fn group_cpu_seconds(pgid: u32) -> Option<f64> {
 }
 
 impl Services {
+    /// Gives the autoscaler the edge's in-flight counts (for `in_flight` revisions).
+    pub fn set_load_gauge(&self, gauge: Arc<dyn LoadGauge>) {
+        self.autoscale_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gauge = Some(gauge);
+    }
+
+    /// The load per replica of `mine` on `metric`, when there is enough to decide on.
+    fn load_per_replica(
+        &self,
+        st: &mut AutoscaleState,
+        service: &str,
+        metric: AutoscaleMetric,
+        mine: &[&ReplicaStatus],
+        now: Instant,
+    ) -> Option<f64> {
+        match metric {
+            AutoscaleMetric::Cpu => {
+                let mut use_sum = 0.0;
+                let mut measured = 0usize;
+                for r in mine {
+                    let Some(pid) = r.pid else { continue };
+                    let Some(cpu) = group_cpu_seconds(pid) else {
+                        continue;
+                    };
+                    if let Some((before, at)) = st.samples.insert(r.id.clone(), (cpu, now)) {
+                        let wall = now.duration_since(at).as_secs_f64();
+                        if wall > 0.2 && cpu >= before {
+                            use_sum += (cpu - before) / wall;
+                            measured += 1;
+                        }
+                    }
+                }
+                (measured > 0 && measured == mine.len()).then(|| use_sum / measured as f64)
+            }
+            AutoscaleMetric::InFlight => {
+                let counts = st.gauge.as_ref()?.in_flight();
+                let mut total = 0usize;
+                for r in mine {
+                    let port = r.port?;
+                    total += counts
+                        .get(&SocketAddr::from(([127, 0, 0, 1], port)))
+                        .copied()
+                        .unwrap_or(0);
+                }
+                let window = st.in_flight.entry(service.to_string()).or_default();
+                window.push_back(total as f64 / mine.len().max(1) as f64);
+                while window.len() > IN_FLIGHT_WINDOW {
+                    window.pop_front();
+                }
+                (window.len() >= IN_FLIGHT_MIN_SAMPLES)
+                    .then(|| window.iter().sum::<f64>() / window.len() as f64)
+            }
+        }
+    }
+
     /// One autoscaling decision for service `s` running revision `rev` with `mine`.
     pub(crate) async fn autoscale(
         &self,
@@ -95,31 +175,23 @@ impl Services {
         let Some(max) = rev.spec.max_replicas.filter(|m| *m > rev.spec.replicas) else {
             return Ok(());
         };
+        if mine.is_empty() {
+            return Ok(());
+        }
         let min = rev.spec.replicas;
+        let spec = rev.spec.autoscale.unwrap_or(AutoscaleSpec {
+            metric: AutoscaleMetric::Cpu,
+            target: self.config.autoscale.target_cpu,
+        });
         let now = Instant::now();
-        let mut use_sum = 0.0;
-        let mut measured = 0u32;
-        {
+        let per_replica = {
             let mut st = self
                 .autoscale_state
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for r in mine {
-                let Some(pid) = r.pid else { continue };
-                let Some(cpu) = group_cpu_seconds(pid) else {
-                    continue;
-                };
-                if let Some((before, at)) = st.samples.insert(r.id.clone(), (cpu, now)) {
-                    let wall = now.duration_since(at).as_secs_f64();
-                    if wall > 0.2 && cpu >= before {
-                        use_sum += (cpu - before) / wall;
-                        measured += 1;
-                    }
-                }
-            }
-            if measured == 0 || measured < mine.len() as u32 {
+            let Some(load) = self.load_per_replica(&mut st, &s.name, spec.metric, mine, now) else {
                 return Ok(());
-            }
+            };
             if st
                 .changed
                 .get(&s.name)
@@ -127,18 +199,20 @@ impl Services {
             {
                 return Ok(());
             }
-        }
-        let per_replica = use_sum / measured as f64;
+            load
+        };
         let current = s.desired_replicas;
-        let wanted = ((current as f64 * per_replica / self.config.autoscale.target_cpu).ceil()
-            as u32)
-            .clamp(min, max);
+        let wanted = ((current as f64 * per_replica / spec.target).ceil() as u32).clamp(min, max);
         if wanted == current {
             return Ok(());
         }
+        let unit = match spec.metric {
+            AutoscaleMetric::Cpu => "cores",
+            AutoscaleMetric::InFlight => "requests in flight",
+        };
         let msg = format!(
-            "autoscaled from {current} to {wanted} replicas ({per_replica:.2} cores per replica, target {:.2})",
-            self.config.autoscale.target_cpu
+            "autoscaled from {current} to {wanted} replicas ({per_replica:.2} {unit} per replica, target {:.2})",
+            spec.target
         );
         tracing::info!(service = %s.name, "{msg}");
         let change = ServiceChange {
@@ -156,11 +230,13 @@ impl Services {
                 msg,
             )
             .await?;
-        self.autoscale_state
+        let mut st = self
+            .autoscale_state
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .changed
-            .insert(s.name.clone(), now);
+            .unwrap_or_else(|e| e.into_inner());
+        st.changed.insert(s.name.clone(), now);
+        // The next decision measures the new replica count afresh.
+        st.in_flight.remove(&s.name);
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ use runtime::{ReplicaId, Runtime};
 use store::services::ServiceChange;
 use store::{Actor, Store, StoreError};
 
-pub use autoscale::AutoscaleConfig;
+pub use autoscale::{AutoscaleConfig, LoadGauge};
 pub use reconcile::TickReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,8 @@ pub enum ServiceError {
     Runtime(#[from] runtime::Error),
     #[error("{0}")]
     Policy(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ServiceError {
@@ -54,6 +56,7 @@ impl ServiceError {
             ServiceError::Artifacts(e) => e.code(),
             ServiceError::Runtime(_) => Code::Internal,
             ServiceError::Policy(_) => Code::PolicyViolation,
+            ServiceError::Conflict(_) => Code::Conflict,
         }
     }
 }
@@ -147,6 +150,24 @@ impl Services {
             e => e.into(),
         })?;
         self.check_policy(scope, &r, artifact.scan.as_ref()).await?;
+        // A program given by a relative path must be an executable file of the artifact.
+        let program = &spec.command[0];
+        if !program.starts_with('/') && program.contains('/') {
+            let rel = program.trim_start_matches("./");
+            match artifact.manifest.iter().find(|f| f.path == rel) {
+                Some(f) if f.executable => {}
+                Some(_) => {
+                    return Err(ServiceError::Invalid(format!(
+                        "{program} is not executable in artifact {r}: set its executable bit and push a new version"
+                    )))
+                }
+                None => {
+                    return Err(ServiceError::Invalid(format!(
+                        "artifact {r} has no file {program}: the command runs in the unpacked artifact"
+                    )))
+                }
+            }
+        }
         for (var, name) in &spec.secrets {
             match self.keyring.secret_info(scope, name).await {
                 Ok(_) => {}
@@ -158,10 +179,93 @@ impl Services {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(self
+        let created = self.ensure_routes(actor, scope, service, spec).await?;
+        match self
             .store
             .deploy_revision(actor, scope, service.as_str(), spec)
-            .await?)
+            .await
+        {
+            Ok(rev) => Ok(rev),
+            Err(e) => {
+                // Undo the routes this deploy created: a refused deploy leaves nothing.
+                for name in created {
+                    if let Err(e) = self.store.delete_route(actor, scope, name.as_str()).await {
+                        tracing::warn!(route = %name, error = %e, "cannot remove a route a failed deploy created");
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Checks the deploy's routes: an existing one must send to this service (and have
+    /// the host given, if one is); a missing one with a host is created. Returns the
+    /// routes created.
+    async fn ensure_routes(
+        &self,
+        actor: &Actor,
+        scope: &Scope,
+        service: &Name,
+        spec: &DeploySpec,
+    ) -> Result<Vec<Name>> {
+        use model::routes::{RouteSpec, Target};
+        let mut missing = Vec::new();
+        for r in &spec.routes {
+            match self.store.route(scope, r.name.as_str()).await {
+                Ok(info) => {
+                    if info.spec.to != Target::Service(service.clone()) {
+                        return Err(ServiceError::Conflict(format!(
+                            "route {} sends traffic elsewhere, not to service:{service}; delete it or give another route",
+                            info.name
+                        )));
+                    }
+                    if r.host
+                        .as_ref()
+                        .is_some_and(|h| !h.eq_ignore_ascii_case(&info.spec.host))
+                        || r.path.as_ref().is_some_and(|p| *p != info.spec.path)
+                    {
+                        return Err(ServiceError::Conflict(format!(
+                            "route {} exists with host {} and path {}",
+                            info.name, info.spec.host, info.spec.path
+                        )));
+                    }
+                }
+                Err(StoreError::NotFound(_)) => {
+                    let Some(host) = &r.host else {
+                        return Err(ServiceError::Invalid(format!(
+                            "route {scope}/{} does not exist: give its host (--route {}=HOST[/PATH]) or create it with `gantry route create`",
+                            r.name, r.name
+                        )));
+                    };
+                    let rs = RouteSpec::to_service(
+                        host,
+                        r.path.as_deref().unwrap_or("/"),
+                        service.clone(),
+                    );
+                    rs.validate()
+                        .map_err(|e| ServiceError::Invalid(format!("route {}: {e}", r.name)))?;
+                    missing.push((r.name.clone(), rs));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut created = Vec::new();
+        for (name, rs) in missing {
+            match self
+                .store
+                .create_route(actor, scope, name.as_str(), &rs)
+                .await
+            {
+                Ok(_) => created.push(name),
+                Err(e) => {
+                    for n in &created {
+                        let _ = self.store.delete_route(actor, scope, n.as_str()).await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(created)
     }
 
     /// Refuses an artifact whose findings the artifact policy blocks in this kind of

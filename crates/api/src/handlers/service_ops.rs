@@ -65,6 +65,10 @@ pub async fn call(ctx: &Ctx<'_>, op: Op, params: &[&str], req: Req) -> Reply {
         Op::DeployService => {
             let spec: DeploySpec = read_json(&req.headers, req.body).await?;
             spec.validate()?;
+            // A deploy that may create routes needs the right to create them.
+            if spec.routes.iter().any(|r| r.host.is_some()) {
+                ctx.allow(Resource::Route, Action::Create, &scope).await?;
+            }
             let r = ctx
                 .mutate(&scope, svc.deploy(&ctx.actor, &scope, &n, &spec))
                 .await?;

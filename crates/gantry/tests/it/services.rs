@@ -517,3 +517,320 @@ fn a_busy_service_is_autoscaled_up_to_its_maximum() {
     }
     g.stop();
 }
+
+/// `--route NAME=HOST` creates the route with the deploy (a missing route without a host,
+/// or a route to something else, refuses the deploy and leaves nothing behind), and a
+/// revision that autoscales on in-flight requests grows under concurrent slow requests
+/// through the edge and shrinks back when they stop.
+#[test]
+fn deploy_routes_and_in_flight_autoscaling() {
+    let bin = build_example();
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start_with(
+        &dir.path().join("data"),
+        None,
+        &["--autoscale-cooldown", "1s"],
+        &[],
+    );
+    ok(g.cli(&["tenant", "create", "acme"]));
+    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
+    ok(g.cli_with(
+        &["secret", "put", "acme/staging/db-password"],
+        &[(
+            "GANTRY_TOKEN",
+            &format!("@{}", g.data.join("admin.token").display()),
+        )],
+        Some("load-test-pass"),
+    ));
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::copy(&bin, dist.join("customers-mngr")).unwrap();
+    ok(g.cli(&[
+        "artifact",
+        "push",
+        "acme/customers-mngr@1.0.0",
+        dist.to_str().unwrap(),
+    ]));
+    let deploy = |route: &str| {
+        g.cli(&[
+            "service",
+            "deploy",
+            "acme/staging/customers",
+            "--artifact",
+            "customers-mngr@1.0.0",
+            "--cmd",
+            "./customers-mngr",
+            "--replicas",
+            "1..3",
+            "--autoscale",
+            "in-flight=2",
+            "--secret",
+            "DB_PASSWORD=db-password",
+            "--route",
+            route,
+        ])
+    };
+    let err = crate::harness::fails(deploy("nope"), 3);
+    assert!(err.contains("does not exist"), "{err}");
+    crate::harness::fails(g.cli(&["service", "status", "acme/staging/customers"]), 6);
+    ok(g.cli(&[
+        "route",
+        "create",
+        "acme/staging/other",
+        "--host",
+        "other.acme.test",
+        "--to",
+        "upstream:127.0.0.1:9",
+    ]));
+    let err = crate::harness::fails(deploy("other"), 7);
+    assert!(err.contains("sends traffic elsewhere"), "{err}");
+    ok(deploy("load=load.acme.test/debug"));
+    let route: serde_json::Value = serde_json::from_str(&ok(g.cli(&[
+        "route",
+        "show",
+        "acme/staging/load",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(route["host"], "load.acme.test", "{route}");
+    assert_eq!(route["path"], "/debug", "{route}");
+    assert_eq!(
+        route["to"],
+        serde_json::json!({"service": "customers"}),
+        "{route}"
+    );
+    let rev: serde_json::Value = serde_json::from_str(&ok(g.cli(&[
+        "service",
+        "history",
+        "acme/staging/customers",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        rev["items"][0]["spec"]["autoscale"],
+        serde_json::json!({"metric": "in_flight", "target": 2.0})
+    );
+    until_stable(&g, 1, 1);
+    ok(g.cli(&[
+        "cert",
+        "issue",
+        "acme/staging/load",
+        "--domain",
+        "load.acme.test",
+    ]));
+    let ca_pem = std::fs::read_to_string(g.data.join("ca.pem")).unwrap();
+    // The edge serves the new certificate within a poll.
+    let start = Instant::now();
+    while !matches!(
+        crate::certs::https_get(&g.edge_https, "load.acme.test", "/debug/slow?ms=1", &ca_pem),
+        Ok((200, _))
+    ) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the edge never served load.acme.test"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // 12 clients keep slow requests in flight (bounded in time and count).
+    let (okc, failed, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let addr: std::net::SocketAddr = g.edge_https.parse().unwrap();
+    let load = {
+        let (okc, failed, stop) = (okc.clone(), failed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let c = reqwest::Client::builder()
+                    .no_proxy()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(
+                        reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap(),
+                    )
+                    .resolve("load.acme.test", addr)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let mut tasks = Vec::new();
+                for _ in 0..12 {
+                    let (c, okc, failed, stop) =
+                        (c.clone(), okc.clone(), failed.clone(), stop.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let started = Instant::now();
+                        for _ in 0..1_000 {
+                            if stop.load(Ordering::Relaxed)
+                                || started.elapsed() > Duration::from_secs(120)
+                            {
+                                break;
+                            }
+                            let url =
+                                format!("https://load.acme.test:{}/debug/slow?ms=300", addr.port());
+                            match c.get(url).send().await {
+                                Ok(r) if r.status() == 200 => okc.fetch_add(1, Ordering::Relaxed),
+                                other => {
+                                    eprintln!("failed request: {:?}", other.map(|r| r.status()));
+                                    failed.fetch_add(1, Ordering::Relaxed)
+                                }
+                            };
+                        }
+                    }));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })
+    };
+    let start = Instant::now();
+    loop {
+        let s = status(&g);
+        let msg = s["message"].as_str().unwrap_or("").to_string();
+        if s["desired_replicas"] == 3 {
+            assert!(msg.contains("requests in flight"), "{s}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never scaled to 3 on in-flight requests ({} answered): {s}",
+            okc.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    until_stable(&g, 1, 3);
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert!(okc.load(Ordering::Relaxed) > 20);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests");
+    // No load: back to the minimum.
+    let start = Instant::now();
+    while status(&g)["desired_replicas"] != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never scaled back to 1"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    until_stable(&g, 1, 1);
+    ok(g.cli(&["service", "stop", "acme/staging/customers"]));
+    let start = Instant::now();
+    while !status(&g)["replicas"].as_array().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    g.stop();
+}
+
+/// Bad deploys are refused with a one-line reason and the right exit code, before any
+/// state is written; a replica that never opens its port is reported, not left pending.
+#[test]
+fn bad_deploys_are_refused_with_the_reason() {
+    use crate::harness::fails;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start(&dir.path().join("data"), None);
+    ok(g.cli(&["tenant", "create", "acme"]));
+    ok(g.cli(&["env", "create", "acme/staging", "--kind", "staging"]));
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("run.sh"), "#!/bin/sh\nexec sleep 20\n").unwrap();
+    std::fs::write(dist.join("notes.txt"), "not a program\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dist.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(g.cli(&["artifact", "push", "acme/app@1", dist.to_str().unwrap()]));
+    let deploy = |artifact: &str, cmd: &str, extra: &[&str]| {
+        let mut args = vec![
+            "service",
+            "deploy",
+            "acme/staging/app",
+            "--artifact",
+            artifact,
+            "--cmd",
+            cmd,
+        ];
+        args.extend_from_slice(extra);
+        g.cli(&args)
+    };
+    for (artifact, cmd, extra, says) in [
+        ("app@2", "./run.sh", &[][..], "push it first"),
+        ("app", "./run.sh", &[][..], "NAME@VERSION"),
+        ("app@1", "./missing.sh", &[][..], "has no file ./missing.sh"),
+        ("app@1", "./notes.txt", &[][..], "not executable"),
+        ("app@1", "", &[][..], "command"),
+        ("app@1", "./run.sh", &["--replicas", "0"][..], "replicas"),
+        (
+            "app@1",
+            "./run.sh",
+            &["--replicas", "3..1"][..],
+            "max_replicas",
+        ),
+        ("app@1", "./run.sh", &["--replicas", "x"][..], "--replicas"),
+        (
+            "app@1",
+            "./run.sh",
+            &["--autoscale", "memory=1"][..],
+            "invalid autoscale",
+        ),
+        ("app@1", "./run.sh", &["--route", "Bad"][..], "invalid"),
+        (
+            "app@1",
+            "./run.sh",
+            &["--secret", "DB=missing"][..],
+            "does not exist",
+        ),
+        ("app@1", "./run.sh", &["--env", "NOVALUE"][..], "NAME=VALUE"),
+        (
+            "app@1",
+            "./run.sh",
+            &["--health", "health"][..],
+            "health path",
+        ),
+    ] {
+        let err = fails(deploy(artifact, cmd, extra), 3);
+        assert!(err.contains(says), "{cmd} {extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
+    }
+    // Nothing was created by the refusals.
+    fails(g.cli(&["service", "status", "acme/staging/app"]), 6);
+    fails(
+        g.cli(&[
+            "service",
+            "deploy",
+            "acme/nope/app",
+            "--artifact",
+            "app@1",
+            "--cmd",
+            "./run.sh",
+        ]),
+        6,
+    );
+    // A port never opened: the revision fails its health check and says so.
+    ok(deploy("app@1", "./run.sh", &["--health-deadline", "2s"]));
+    let start = Instant::now();
+    loop {
+        let s: serde_json::Value = serde_json::from_str(&ok(g.cli(&[
+            "service",
+            "status",
+            "acme/staging/app",
+            "-o",
+            "json",
+        ])))
+        .unwrap();
+        let msg = s["message"].as_str().unwrap_or("");
+        if msg.contains("did not become healthy") {
+            assert!(s["stable_revision"].is_null(), "{s}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "never reported: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(g.cli(&["service", "delete", "acme/staging/app"]));
+    g.stop();
+}
