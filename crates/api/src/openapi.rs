@@ -250,7 +250,8 @@ fn schemas() -> Value {
             "target_revision": int, "stable_revision": { "type": ["integer", "null"] }, "message": { "type": ["string", "null"] },
             "replicas": { "type": "array", "items": obj(&["id", "revision", "state", "healthy", "port", "pid", "restarts"], json!({
                 "id": text, "revision": int, "state": text, "healthy": { "type": "boolean" },
-                "port": { "type": ["integer", "null"] }, "pid": { "type": ["integer", "null"] }, "restarts": int })) },
+                "port": { "type": ["integer", "null"] }, "pid": { "type": ["integer", "null"] }, "restarts": int,
+                "isolation": { "type": "string", "enum": ["none", "users", "bubblewrap"] }, "uid": int })) },
             "updated_at": time })),
         "Rollback": obj(&[], json!({ "to": { "type": ["integer", "null"] } })),
         "Scale": obj(&["replicas"], json!({ "replicas": int })),

@@ -143,9 +143,14 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
                         "not ready".into()
                     },
                     format!(
-                        "port {} restarts {}",
+                        "port {} restarts {}{}",
                         rep.port.map(|p| p.to_string()).unwrap_or_default(),
-                        rep.restarts
+                        rep.restarts,
+                        match (&rep.isolation, rep.uid) {
+                            (Some(i), Some(uid)) => format!(" {i} uid {uid}"),
+                            (Some(i), None) => format!(" {i}"),
+                            _ => String::new(),
+                        }
                     ),
                 ]);
             }

@@ -189,6 +189,13 @@ pub struct ServiceReplica {
     /// The process (group leader) while one runs.
     pub pid: Option<u32>,
     pub restarts: u32,
+    /// What isolates it: `none`, `users` (its tenant's own uid) or `bubblewrap` (that
+    /// uid in a sandbox). Absent from control planes that do not run replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+    /// The uid it runs as, when it has one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
