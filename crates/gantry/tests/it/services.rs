@@ -102,7 +102,10 @@ fn sandboxed_members(pgid: u64) -> Vec<u64> {
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
-        let pgrp = rest.split_whitespace().nth(2).and_then(|g| g.parse::<u64>().ok());
+        let pgrp = rest
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<u64>().ok());
         let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
         if pgrp == Some(pgid) && ns.is_some_and(|n| n != ours) {
             out.push(pid);
@@ -141,13 +144,25 @@ fn assert_isolated(g: &Gantry, s: &serde_json::Value) -> Option<u64> {
             assert!(uids_of(p).iter().all(|&u| u64::from(u) == uid));
             let root = PathBuf::from(format!("/proc/{p}/root"));
             let seen = |x: &std::path::Path| root.join(x.strip_prefix("/").unwrap()).exists();
-            assert!(!seen(&g.data.join("seal.key")), "the sandbox shows the key file");
-            assert!(!seen(&g.data.join("gantry.db")), "the sandbox shows the store");
+            assert!(
+                !seen(&g.data.join("seal.key")),
+                "the sandbox shows the key file"
+            );
+            assert!(
+                !seen(&g.data.join("gantry.db")),
+                "the sandbox shows the store"
+            );
             assert!(seen(std::path::Path::new("/usr/bin")));
         }
     }
     // The tenant's uid, outside any sandbox, is refused the data dir's secrets.
-    for f in ["seal.key", "gantry.db", "gantry.db-wal", "admin.token", "ca.key"] {
+    for f in [
+        "seal.key",
+        "gantry.db",
+        "gantry.db-wal",
+        "admin.token",
+        "ca.key",
+    ] {
         let path = g.data.join(f);
         if !path.exists() {
             continue;
@@ -266,6 +281,15 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
     let s1 = until_stable(&g, 1, 2);
     assert_isolated(&g, &s1);
 
+    // The edge routes to it (it reads new registrations within its poll interval).
+    let start = Instant::now();
+    while crate::edge::get(&g.edge_http, "customers.acme.test", "/customers").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the edge never routed to v1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Constant load through the edge, bounded in count and time.
     let (okc, failed, stop) = (
         Arc::new(AtomicUsize::new(0)),
@@ -298,7 +322,11 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
                     {
                         Ok(r) if r.status() == 200 => okc.fetch_add(1, Ordering::Relaxed),
                         other => {
-                            eprintln!("failed request: {:?}", other.map(|r| r.status()));
+                            eprintln!(
+                                "failed request after {:?}: {:?}",
+                                started.elapsed(),
+                                other.map(|r| r.status())
+                            );
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
@@ -606,7 +634,11 @@ fn a_busy_service_is_autoscaled_up_to_its_maximum() {
         if s["desired_replicas"] == 3 && s["replicas"].as_array().unwrap().len() == 3 {
             if sandbox_expected() {
                 assert!(
-                    s["replicas"].as_array().unwrap().iter().all(|r| r["isolation"] == "bubblewrap"),
+                    s["replicas"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|r| r["isolation"] == "bubblewrap"),
                     "{s}"
                 );
             }
