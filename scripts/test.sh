@@ -4,10 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target}
 . scripts/pg.sh
-# Real peers the tests use: OpenSSL's client (TLS probes), SoftHSM2 (the PKCS#11 seal) and
-# pebble with pebble-challtestsrv (an ACME CA and its DNS/HTTP challenge test server).
+# Real peers the tests use: OpenSSL's client (TLS probes), SoftHSM2 (the PKCS#11 seal),
+# pebble with pebble-challtestsrv (an ACME CA and its DNS/HTTP challenge test server) and
+# bubblewrap (the replicas' sandbox).
 need=()
 command -v openssl >/dev/null || need+=(openssl)
+command -v bwrap >/dev/null || need+=(bubblewrap)
 [ -f /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
 command -v pebble >/dev/null || need+=(pebble)
 if [ ${#need[@]} -gt 0 ]; then

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use error::ApiError;
-pub use server::{start, Config, Running, StartError};
+pub use server::{start, Config, IsolationChoice, Running, StartError};
 
 /// The version of this build, reported by `/v1/health` and `/v1/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -277,7 +277,7 @@ fn schemas() -> Value {
             "env": { "type": "object", "additionalProperties": text },
             "secrets": { "type": "object", "additionalProperties": text, "description": "VARIABLE -> secret name in the environment" },
             "memory_mb": { "type": ["integer", "null"] }, "cpu_millis": { "type": ["integer", "null"] },
-            "max_surge": int, "health_deadline_secs": int, "grace_secs": int,
+            "max_surge": int, "max_unavailable": int, "health_deadline_secs": int, "grace_secs": int,
             "routes": { "type": "array", "maxItems": 16, "items": obj(&["name"], json!({
                 "name": name.clone(), "host": text, "path": text })), "description": "routes to this service: checked, or created when a host is given" },
             "autoscale": obj(&["metric", "target"], json!({
@@ -292,7 +292,8 @@ fn schemas() -> Value {
             "target_revision": int, "stable_revision": { "type": ["integer", "null"] }, "message": { "type": ["string", "null"] },
             "replicas": { "type": "array", "items": obj(&["id", "revision", "state", "healthy", "port", "pid", "restarts"], json!({
                 "id": text, "revision": int, "state": text, "healthy": { "type": "boolean" },
-                "port": { "type": ["integer", "null"] }, "pid": { "type": ["integer", "null"] }, "restarts": int })) },
+                "port": { "type": ["integer", "null"] }, "pid": { "type": ["integer", "null"] }, "restarts": int,
+                "isolation": { "type": "string", "enum": ["none", "users", "bubblewrap"] }, "uid": int })) },
             "updated_at": time })),
         "Rollback": obj(&[], json!({ "to": { "type": ["integer", "null"] } })),
         "Scale": obj(&["replicas"], json!({ "replicas": int })),

@@ -52,6 +52,35 @@ pub struct Config {
     /// How often the service reconciler compares desired and running replicas.
     pub services_tick: Duration,
     pub autoscale: services::AutoscaleConfig,
+    /// How replicas are isolated (`gantry up` passes `auto`).
+    pub isolation: IsolationChoice,
+    /// The range tenants' uids are allocated from.
+    pub tenant_uids: runtime::UidRange,
+}
+
+/// What `--isolation` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationChoice {
+    /// The strongest this machine supports: bubblewrap if `bwrap` works and Gantry runs
+    /// as root, else tenant users if root, else none (with a warning saying so).
+    Auto,
+    /// Tenant uids inside a bubblewrap sandbox; start-up fails if that is not possible.
+    Bubblewrap,
+    /// Tenant uids without a sandbox; start-up fails if not root.
+    Users,
+    /// Replicas run as Gantry's own user.
+    None,
+}
+
+impl std::fmt::Display for IsolationChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IsolationChoice::Auto => "auto",
+            IsolationChoice::Bubblewrap => "bubblewrap",
+            IsolationChoice::Users => "users",
+            IsolationChoice::None => "none",
+        })
+    }
 }
 
 impl Config {
@@ -69,6 +98,8 @@ impl Config {
             objects: None,
             services_tick: Duration::from_secs(1),
             autoscale: services::AutoscaleConfig::default(),
+            isolation: IsolationChoice::None,
+            tenant_uids: runtime::UidRange::default(),
         }
     }
 }
@@ -92,6 +123,8 @@ pub enum StartError {
     Artifacts(#[from] artifacts::ArtifactError),
     #[error("service runtime: {0}")]
     Runtime(String),
+    #[error("isolation: {0}")]
+    Isolation(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -110,6 +143,8 @@ pub struct Running {
     /// The bootstrap admin token, only on the very first start.
     pub admin_token: Option<String>,
     pub store_description: String,
+    /// What isolates replicas, e.g. `bubblewrap (tenant uids 200000..265535)`.
+    pub isolation: String,
     /// The store, for the parts that run beside the API (the edge).
     pub store: Arc<store::Store>,
     /// Certificate management, for the edge (decrypted certificates, HTTP-01 tokens).
@@ -127,6 +162,105 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = self.done.await;
     }
+}
+
+/// Decides what isolates replicas on this machine (see [`IsolationChoice`]) and says so in
+/// the log. An explicit choice that cannot be had fails the start with the reason; `auto`
+/// falls back and warns about what is (not) enforced.
+fn resolve_isolation(
+    choice: IsolationChoice,
+    range: runtime::UidRange,
+    data_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    bwrap: &std::path::Path,
+) -> Result<services::Isolation, StartError> {
+    use runtime::IsolationMode as M;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if choice == IsolationChoice::None {
+        tracing::info!("service isolation: none (--isolation none): replicas run as uid {euid}, Gantry's own user");
+        return Ok(services::Isolation::default());
+    }
+    let refuse = |why: String| {
+        if choice == IsolationChoice::Auto {
+            tracing::warn!("service isolation: none: {why}; replicas run as uid {euid}, Gantry's own user, and see what it sees");
+            Ok(services::Isolation::default())
+        } else {
+            Err(StartError::Isolation(format!(
+                "--isolation {choice}: {why}"
+            )))
+        }
+    };
+    if euid != 0 {
+        return refuse("tenant users need Gantry to run as root".into());
+    }
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if let Some(closed) = absolute.ancestors().skip(1).find(|a| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
+    }) {
+        return refuse(format!(
+            "{} is not searchable by other users, so tenant users cannot reach their files in {} (chmod o+x it, or choose another --data)",
+            closed.display(),
+            absolute.display()
+        ));
+    }
+    let uids = Arc::new(
+        runtime::TenantUids::open(state_dir, range)
+            .map_err(|e| StartError::Isolation(e.to_string()))?,
+    );
+    let probe_as = runtime::RunAs {
+        uid: range.first,
+        gid: range.first,
+    };
+    let mode = match choice {
+        IsolationChoice::Users => M::Users,
+        _ => match runtime::sandbox::probe(bwrap, Some(probe_as)) {
+            Ok(()) => M::Bubblewrap,
+            Err(why) if choice == IsolationChoice::Bubblewrap => {
+                return Err(StartError::Isolation(format!(
+                    "--isolation bubblewrap: the sandbox does not work here: {why}"
+                )))
+            }
+            Err(why) => {
+                tracing::warn!("service isolation: users, without a sandbox: bubblewrap does not work here ({why}); replicas run as their tenant's own uid but see the machine's files as that user");
+                M::Users
+            }
+        },
+    };
+    tracing::info!(mode = %mode, tenant_uids = %range, "service isolation: every tenant's replicas run as its own uid{}", if mode == M::Bubblewrap { ", in a bubblewrap sandbox" } else { "" });
+    Ok(services::Isolation {
+        mode,
+        uids: Some(uids),
+    })
+}
+
+/// Under isolation, tenant users must reach their own artifacts and homes under
+/// `<data>/services`, and nothing else: every other entry of the data dir loses its
+/// group and other permissions, the data dir and `services` become 0711 (search, no
+/// listing); logs (0750) and state (0700) stay closed; `work` and `home` are 0711 and
+/// their per-tenant and per-replica entries are closed to other tenants.
+fn open_to_tenants(dir: &std::path::Path, services_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+    };
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name() == "services" {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(e.path())?;
+        if !meta.file_type().is_symlink() {
+            chmod(&e.path(), meta.permissions().mode() & 0o700)?;
+        }
+    }
+    std::fs::create_dir_all(services_dir.join("work"))?;
+    chmod(&services_dir.join("work"), 0o711)?;
+    chmod(&services_dir.join("logs"), 0o750)?;
+    chmod(&services_dir.join("state"), 0o700)?;
+    chmod(services_dir, 0o711)?;
+    chmod(dir, 0o711)
 }
 
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
@@ -216,11 +350,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(model::clock::SystemClock),
     ));
     let services_dir = dir.join("services");
-    let local = runtime::LocalProcessRuntime::new(
+    let local_config =
         runtime::LocalConfig::new(services_dir.join("logs"), services_dir.join("state"))
-            .map_err(|e| StartError::Runtime(e.to_string()))?,
-    )
-    .map_err(|e| StartError::Runtime(e.to_string()))?;
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let isolation = resolve_isolation(
+        config.isolation,
+        config.tenant_uids,
+        dir,
+        &local_config.state_dir,
+        &local_config.bwrap,
+    )?;
+    let local = runtime::LocalProcessRuntime::new(local_config)
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let isolation_description = match isolation.mode {
+        runtime::IsolationMode::None => "none".to_string(),
+        m => format!("{m} (tenant uids {})", config.tenant_uids),
+    };
+    if isolation.mode != runtime::IsolationMode::None {
+        open_to_tenants(dir, &services_dir).map_err(dir_err)?;
+    }
     // Replicas a previous run left running are adopted, not restarted.
     let left_running = local.persisted().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read the runtime's state; replicas left running will be restarted");
@@ -236,6 +384,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             drain: Duration::from_secs(2),
             work_dir: services_dir.join("work"),
             autoscale: config.autoscale.clone(),
+            isolation,
         },
     );
     services.adopt_on_start(left_running);
@@ -290,6 +439,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr,
         admin_token,
         store_description: store.describe().to_string(),
+        isolation: isolation_description,
         store: store.clone(),
         certs,
         services,

@@ -265,6 +265,9 @@ pub enum ServiceCmd {
         /// New replicas started before old ones are removed
         #[arg(long, default_value_t = 1)]
         max_surge: u32,
+        /// Old replicas that may be removed before their replacements are healthy
+        #[arg(long, default_value_t = 0)]
+        max_unavailable: u32,
         /// Time a new replica has to become healthy before the rollout is undone
         #[arg(long, default_value = "60s")]
         health_deadline: String,
@@ -592,6 +595,14 @@ pub struct UpArgs {
     /// Least time between two autoscaling changes of a service, e.g. 60s
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub autoscale_cooldown: std::time::Duration,
+    /// How replicas are isolated: `bubblewrap` (each tenant's own uid in a bwrap sandbox),
+    /// `users` (each tenant's own uid), `none` (Gantry's user), or `auto` (the strongest
+    /// this machine supports; a warning says what is enforced)
+    #[arg(long, env = "GANTRY_ISOLATION", value_enum, default_value_t = Isolation::Auto)]
+    pub isolation: Isolation,
+    /// Range the tenants' uids (and gids) are allocated from, FIRST..LAST
+    #[arg(long, default_value = "200000..265535", value_parser = parse_uid_range)]
+    pub tenant_uids: runtime::UidRange,
     /// How often key rotation schedules are checked, e.g. 60s
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rotation_check: std::time::Duration,
@@ -658,6 +669,21 @@ pub struct EdgeArgs {
     /// Log format
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    Auto,
+    Bubblewrap,
+    Users,
+    None,
+}
+
+fn parse_uid_range(s: &str) -> Result<runtime::UidRange, String> {
+    s.parse::<runtime::UidRange>().map_err(|e| match e {
+        runtime::Error::Invalid { message, .. } => message,
+        e => e.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -82,6 +82,7 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
             memory_mb,
             cpu_millis,
             max_surge,
+            max_unavailable,
             health_deadline,
             routes,
             autoscale,
@@ -112,6 +113,7 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
                 memory_mb,
                 cpu_millis,
                 max_surge,
+                max_unavailable,
                 health_deadline_secs: deadline.as_secs().max(1),
                 grace_secs: 10,
                 routes: routes
@@ -153,9 +155,14 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
                         "not ready".into()
                     },
                     format!(
-                        "port {} restarts {}",
+                        "port {} restarts {}{}",
                         rep.port.map(|p| p.to_string()).unwrap_or_default(),
-                        rep.restarts
+                        rep.restarts,
+                        match (&rep.isolation, rep.uid) {
+                            (Some(i), Some(uid)) => format!(" {i} uid {uid}"),
+                            (Some(i), None) => format!(" {i}"),
+                            _ => String::new(),
+                        }
                     ),
                 ]);
             }

@@ -86,6 +86,13 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
         target_cpu: up.autoscale_cpu,
         cooldown: up.autoscale_cooldown,
     };
+    config.isolation = match up.isolation {
+        cli::Isolation::Auto => api::IsolationChoice::Auto,
+        cli::Isolation::Bubblewrap => api::IsolationChoice::Bubblewrap,
+        cli::Isolation::Users => api::IsolationChoice::Users,
+        cli::Isolation::None => api::IsolationChoice::None,
+    };
+    config.tenant_uids = up.tenant_uids;
     let running = api::start(config).await?;
     let edge_config = edge_config(&up.edge, std::time::Duration::from_millis(250));
     let source = std::sync::Arc::new(edge::Local {
@@ -115,6 +122,7 @@ async fn up_main(up: UpArgs) -> anyhow::Result<()> {
         edge_http = %show(edge.public_http),
         edge_internal = %show(edge.internal),
         store = %running.store_description,
+        isolation = %running.isolation,
         ca = %up.data.join("ca.pem").display(),
         ready_ms = started.elapsed().as_millis() as u64,
         "gantry is ready"

@@ -62,6 +62,10 @@ pub struct DeploySpec {
     /// New replicas started ahead of removing old ones.
     #[serde(default = "one")]
     pub max_surge: u32,
+    /// Old replicas that may be removed before their replacements are healthy (capacity
+    /// traded for room: with `max_surge` 0, a rollout replaces replicas in place).
+    #[serde(default)]
+    pub max_unavailable: u32,
     /// How long a new replica has to pass its health check before the rollout is undone.
     #[serde(default = "default_deadline")]
     pub health_deadline_secs: u64,
@@ -230,8 +234,13 @@ impl DeploySpec {
         {
             return Err(Invalid::new("max_replicas must be between replicas and 64"));
         }
-        if self.max_surge == 0 || self.max_surge > MAX_REPLICAS {
-            return Err(Invalid::new("max_surge must be 1..64"));
+        if self.max_surge > MAX_REPLICAS || self.max_unavailable > MAX_REPLICAS {
+            return Err(Invalid::new("max_surge and max_unavailable must be 0..64"));
+        }
+        if self.max_surge == 0 && self.max_unavailable == 0 {
+            return Err(Invalid::new(
+                "max_surge and max_unavailable cannot both be 0: a rollout could never make progress",
+            ));
         }
         if !(1..=3600).contains(&self.health_deadline_secs) || self.grace_secs > 600 {
             return Err(Invalid::new(
@@ -306,6 +315,13 @@ pub struct ServiceReplica {
     /// The process (group leader) while one runs.
     pub pid: Option<u32>,
     pub restarts: u32,
+    /// What isolates it: `none`, `users` (its tenant's own uid) or `bubblewrap` (that
+    /// uid in a sandbox). Absent from control planes that do not run replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+    /// The uid it runs as, when it has one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -46,6 +46,11 @@ pub enum Error {
     #[error("corrupt state file {}: {message}", path.display())]
     CorruptState { path: PathBuf, message: String },
 
+    /// Tenant users or the sandbox cannot be set up (no free uid, no working `bwrap`,
+    /// a directory tenants cannot reach).
+    #[error("isolation: {0}")]
+    Isolation(String),
+
     /// The supervision task of a replica is gone (it panicked or the runtime shut down).
     #[error("the supervisor of replica {0} is gone")]
     SupervisorGone(String),

@@ -6,8 +6,9 @@
 //! processes on this machine: one supervision task per replica spawns the process in its
 //! own session and process group, captures its output into rotated log files, restarts it
 //! with exponential backoff, stops it with SIGTERM then SIGKILL, applies resource limits
-//! ([`limits`]), and persists enough state to re-adopt replicas after the supervisor
-//! itself restarts ([`state`]).
+//! ([`limits`]), runs it as its tenant's own unprivileged user ([`uids`]) and inside a
+//! bubblewrap sandbox where asked ([`sandbox`]), and persists enough state to re-adopt
+//! replicas after the supervisor itself restarts ([`state`]).
 //!
 //! This crate must never write an environment value (secrets travel there) to disk, to a
 //! log or to an error message, and never depends on the store or the API: it gets specs
@@ -17,9 +18,11 @@ pub mod error;
 pub mod limits;
 pub mod local;
 pub mod logs;
+pub mod sandbox;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod uids;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,11 +34,13 @@ pub use error::{Error, Result};
 pub use limits::{CgroupHierarchy, LimitEnforcer};
 pub use local::{LocalConfig, LocalProcessRuntime};
 pub use logs::{LogLine, LogRotation, Stream};
+pub use sandbox::IsolationMode;
 pub use spec::{
     split_command, Env, Limits, ReplicaId, ReplicaSpec, RestartMode, RestartPolicy, RunAs,
 };
 pub use state::PersistedReplica;
 pub use status::{AdoptOutcome, ExitInfo, ReplicaHandle, ReplicaState, ReplicaStatus};
+pub use uids::{TenantUids, UidRange};
 
 /// A boxed future, so that [`Runtime`] can be used as `dyn Runtime`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -58,17 +58,26 @@ pub struct LocalConfig {
     pub limits: LimitEnforcer,
     /// How often an adopted process is checked for exit.
     pub adopted_poll: Duration,
+    /// Home dirs of replicas that run as their own user, `<slug>` each (created 0711;
+    /// each home 0700, owned by the replica's user).
+    pub home_dir: PathBuf,
+    /// The bubblewrap program for sandboxed replicas.
+    pub bwrap: PathBuf,
 }
 
 impl LocalConfig {
-    /// Detected cgroups under a `gantry` parent, 10 MiB × 3 log files.
+    /// Detected cgroups under a `gantry` parent, 10 MiB × 3 log files, homes in `home`
+    /// beside the state dir, `bwrap` from `PATH`.
     pub fn new(log_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Result<Self> {
+        let state_dir = state_dir.into();
         Ok(LocalConfig {
             log_dir: log_dir.into(),
-            state_dir: state_dir.into(),
+            home_dir: state_dir.with_file_name("home"),
+            state_dir,
             rotation: LogRotation::default(),
             limits: LimitEnforcer::detect("gantry")?,
             adopted_poll: Duration::from_millis(250),
+            bwrap: crate::sandbox::find_bwrap().unwrap_or_else(|| PathBuf::from("bwrap")),
         })
     }
 }
@@ -123,6 +132,7 @@ impl LocalProcessRuntime {
     pub fn new(cfg: LocalConfig) -> Result<Self> {
         mkdir(&cfg.log_dir, 0o750)?;
         mkdir(&cfg.state_dir, 0o700)?;
+        mkdir(&cfg.home_dir, 0o711)?;
         Ok(LocalProcessRuntime {
             cfg,
             replicas: Mutex::new(HashMap::new()),
@@ -195,11 +205,22 @@ impl LocalProcessRuntime {
             adopted: false,
             last_error: None,
             log_file,
+            isolation: if spec.sandbox {
+                crate::IsolationMode::Bubblewrap
+            } else if spec.run_as.is_some() {
+                crate::IsolationMode::Users
+            } else {
+                crate::IsolationMode::None
+            },
+            uid: spec.run_as.map(|u| u.uid),
         };
         let (status_tx, status_rx) = watch::channel(initial);
         let (stop_tx, stop_rx) = watch::channel(None);
         let grace = spec.grace;
+        let home = spec.run_as.map(|_| self.cfg.home_dir.join(&slug));
         let sup = Supervisor {
+            home,
+            bwrap: self.cfg.bwrap.clone(),
             slug,
             port,
             state_dir: self.cfg.state_dir.clone(),
@@ -458,6 +479,9 @@ impl Running {
 
 struct Supervisor {
     spec: ReplicaSpec,
+    /// The replica's own writable dir, when it runs as its own user.
+    home: Option<PathBuf>,
+    bwrap: PathBuf,
     slug: String,
     port: Option<u16>,
     state_dir: PathBuf,
@@ -521,6 +545,48 @@ fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
+/// Signals every live member of a process group except `except` (from `/proc`; a
+/// process forked after the scan is caught by the SIGKILL that follows a grace period).
+fn signal_members_but(pgid: i32, sig: i32, except: i32) {
+    if pgid <= 1 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return signal_group(pgid, sig);
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid != except && matches!(state::proc_group(pid), Some((_, g)) if g == pgid) {
+            // SAFETY: kill(2) on a member of the replica's own process group.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+/// Creates (or takes back) a replica's home dir: a real directory, 0700, owned by its
+/// user. A symlink left in its place is refused.
+fn make_home(home: &Path, u: crate::RunAs) -> Result<()> {
+    match std::fs::symlink_metadata(home) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::Isolation(format!(
+                "{} exists and is not a directory",
+                home.display()
+            )))
+        }
+        Err(_) => std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(home)
+            .map_err(|e| Error::io("create home", home, e))?,
+    }
+    std::os::unix::fs::lchown(home, Some(u.uid), Some(u.gid))
+        .map_err(|e| Error::io("chown home", home, e))?;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("chmod home", home, e))
+}
+
 /// Live (non-zombie) members of a process group, from `/proc`.
 fn group_alive(pgid: i32) -> bool {
     let Ok(rd) = std::fs::read_dir("/proc") else {
@@ -551,10 +617,30 @@ impl Supervisor {
             make_fifo(&fifo_path(&self.state_dir, &self.slug, Stream::Stdout))?;
         let (err_rx, err_child) =
             make_fifo(&fifo_path(&self.state_dir, &self.slug, Stream::Stderr))?;
-        let mut cmd = tokio::process::Command::new(&spec.command[0]);
-        cmd.args(&spec.command[1..])
-            .current_dir(&spec.working_dir)
-            .env_clear()
+        if spec.sandbox && spec.run_as.is_none() && crate::sandbox::is_root() {
+            return Err(Error::Isolation(format!(
+                "replica {}: a sandbox started by root needs a user to run as",
+                spec.id
+            )));
+        }
+        if let (Some(home), Some(u)) = (&self.home, spec.run_as) {
+            make_home(home, u)?;
+        }
+        let mut cmd = if spec.sandbox {
+            let mut c = tokio::process::Command::new(&self.bwrap);
+            c.args(crate::sandbox::bwrap_args(
+                &spec.working_dir,
+                self.home.as_deref(),
+                &spec.command,
+            ))
+            .current_dir("/");
+            c
+        } else {
+            let mut c = tokio::process::Command::new(&spec.command[0]);
+            c.args(&spec.command[1..]).current_dir(&spec.working_dir);
+            c
+        };
+        cmd.env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(out_child))
             .stderr(Stdio::from(err_child))
@@ -570,6 +656,11 @@ impl Supervisor {
         if let (Some(var), Some(port)) = (&spec.port_env, self.port) {
             cmd.env(var, port.to_string());
         }
+        if let Some(home) = &self.home {
+            if !spec.env.contains("HOME") {
+                cmd.env("HOME", home);
+            }
+        }
         if let Some(u) = spec.run_as {
             cmd.uid(u.uid).gid(u.gid);
         }
@@ -581,7 +672,11 @@ impl Supervisor {
         }
         let child = cmd.spawn().map_err(|source| Error::Spawn {
             id: spec.id.to_string(),
-            program: spec.command[0].clone(),
+            program: if spec.sandbox {
+                format!("{} (bwrap) {}", self.bwrap.display(), spec.command[0])
+            } else {
+                spec.command[0].clone()
+            },
             source,
         })?;
         // The child joined its cgroups before exec; our copies can go.
@@ -791,9 +886,15 @@ impl Supervisor {
         });
     }
 
-    /// SIGTERM to the group; SIGKILL to the group and the cgroup after `grace`.
+    /// SIGTERM to the group (in a sandbox: to every member but bwrap's monitor, which
+    /// exits with the program's status); SIGKILL to the group and the cgroup after
+    /// `grace`.
     async fn terminate(&self, r: &mut Running, grace: Duration) -> ExitInfo {
-        signal_group(r.pid, libc::SIGTERM);
+        if self.spec.sandbox {
+            signal_members_but(r.pid, libc::SIGTERM, r.pid);
+        } else {
+            signal_group(r.pid, libc::SIGTERM);
+        }
         let deadline = Instant::now() + grace;
         let mut exit = None;
         loop {
@@ -837,6 +938,14 @@ impl Supervisor {
     fn cleanup_files_sync(&self) {
         state::remove(&self.state_dir, &self.slug);
         remove_fifos(&self.state_dir, &self.slug);
+        if let Some(home) = &self.home {
+            // Never follows the replica's symlinks (std's remove_dir_all does not).
+            if let Err(e) = std::fs::remove_dir_all(home) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(replica = %self.spec.id, error = %e, "cannot remove the replica's home");
+                }
+            }
+        }
     }
 }
 

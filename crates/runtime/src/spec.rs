@@ -254,12 +254,17 @@ pub struct ReplicaSpec {
     /// Time between SIGTERM and SIGKILL when stopping.
     pub grace: Duration,
     /// Run as this user and group (needs root); `None` runs as the supervisor's user.
+    /// The replica then also gets a writable home dir of its own (`HOME`, unless `env`
+    /// sets it), owned by that user.
     pub run_as: Option<RunAs>,
+    /// Run inside a bubblewrap sandbox ([`crate::sandbox`]); a supervisor running as
+    /// root must set `run_as` too.
+    pub sandbox: bool,
 }
 
 impl ReplicaSpec {
     /// A spec with defaults: `PORT`, no limits, restart always (1 s..60 s, reset after
-    /// 30 s), a 10 s grace period, the supervisor's user.
+    /// 30 s), a 10 s grace period, the supervisor's user, no sandbox.
     pub fn new(id: ReplicaId, working_dir: impl Into<PathBuf>, command: Vec<String>) -> Self {
         ReplicaSpec {
             id,
@@ -272,6 +277,7 @@ impl ReplicaSpec {
             restart: RestartPolicy::default(),
             grace: Duration::from_secs(10),
             run_as: None,
+            sandbox: false,
         }
     }
 
@@ -316,6 +322,9 @@ impl ReplicaSpec {
             port_env: &'a Option<String>,
             limits: &'a Limits,
             run_as: &'a Option<RunAs>,
+            // Left out when false, so the hash of an unsandboxed spec is unchanged.
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            sandbox: bool,
         }
         let input = HashInput {
             id: self.id.to_string(),
@@ -325,6 +334,7 @@ impl ReplicaSpec {
             port_env: &self.port_env,
             limits: &self.limits,
             run_as: &self.run_as,
+            sandbox: self.sandbox,
         };
         // Serializing plain strings, numbers and paths cannot fail; fall back to Debug
         // of the same (value-free) data rather than panic.

@@ -92,9 +92,10 @@ pub(crate) fn load_all(state_dir: &Path) -> Result<Vec<PersistedReplica>> {
     for entry in rd.flatten() {
         let p = entry.path();
         let is_state = p.extension().is_some_and(|e| e == "json")
-            && !p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            && !p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with('.') || n == crate::uids::FILE_NAME
+            });
         if !is_state {
             continue;
         }

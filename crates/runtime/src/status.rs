@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::sandbox::IsolationMode;
 use crate::spec::ReplicaId;
 use crate::state::PersistedReplica;
 
@@ -107,6 +108,11 @@ pub struct ReplicaStatus {
     pub last_error: Option<String>,
     /// The current log file.
     pub log_file: PathBuf,
+    /// What isolates it: `none`, `users` (its own uid) or `bubblewrap` (its own uid in a
+    /// sandbox).
+    pub isolation: IsolationMode,
+    /// The uid it runs as, when not the supervisor's.
+    pub uid: Option<u32>,
 }
 
 /// What `start` returns.

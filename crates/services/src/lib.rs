@@ -10,6 +10,10 @@
 //!
 //! Secret values are read from the keyring when a replica starts and handed to the runtime
 //! in the process environment only. This crate must never store, log or return a value.
+//!
+//! Under isolation (`users` or `bubblewrap`), every replica runs as its tenant's own uid,
+//! and the unpacked artifact is shared with that tenant's group only, read-only: this
+//! crate must never make a tenant's files reachable by another tenant's uid.
 
 mod autoscale;
 mod reconcile;
@@ -74,6 +78,26 @@ pub struct ServicesConfig {
     /// Where artifacts are unpacked (one directory per revision).
     pub work_dir: PathBuf,
     pub autoscale: AutoscaleConfig,
+    pub isolation: Isolation,
+}
+
+/// How replicas are isolated from the machine and from each other (decided at start-up,
+/// see `runtime::sandbox`).
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    pub mode: runtime::IsolationMode,
+    /// The tenants' uids; required unless `mode` is `none`.
+    pub uids: Option<Arc<runtime::TenantUids>>,
+}
+
+impl Default for Isolation {
+    /// None: replicas run as Gantry's own user.
+    fn default() -> Self {
+        Isolation {
+            mode: runtime::IsolationMode::None,
+            uids: None,
+        }
+    }
 }
 
 /// Services of one installation, and the state the reconciler keeps between ticks.
@@ -354,6 +378,8 @@ impl Services {
                 port: r.port,
                 pid: r.pid,
                 restarts: r.restarts,
+                isolation: Some(r.isolation.to_string()),
+                uid: r.uid,
             })
             .collect()
     }

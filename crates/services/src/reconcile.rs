@@ -2,14 +2,14 @@
 //! take the next step of the difference. Steps wait for health and for drains, so a tick
 //! can take seconds; ticks never overlap.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use model::artifacts::ArtifactRef;
 use model::certs::ReplicaState as EdgeState;
 use model::services::{RevisionInfo, RevisionStatus, ServiceInfo, ServiceState};
 use model::{Name, Scope};
-use runtime::{Env, Limits, ReplicaId, ReplicaSpec, ReplicaStatus};
+use runtime::{Env, IsolationMode, Limits, ReplicaId, ReplicaSpec, ReplicaStatus};
 use store::services::ServiceChange;
 use store::{Actor, StoreError};
 
@@ -106,15 +106,26 @@ impl Services {
             mine.into_iter().partition(|r| r.id.revision == target);
         let desired = s.desired_replicas as usize;
         // 1. Too few replicas of the target: start some, side by side. During a rollout
-        // (older replicas still serve) at most `max_surge` at a time; otherwise (a first
-        // deploy, a scale-up) every missing one, up to `MAX_PARALLEL_STARTS`.
+        // (older replicas still serve) first retire up to `max_unavailable` old ones while
+        // at least `desired - max_unavailable` keep serving, then start as many as keep
+        // the total within `desired + max_surge`; otherwise (a first deploy, a scale-up)
+        // start every missing one, up to `MAX_PARALLEL_STARTS`.
         if new.len() < desired {
             let rev = self.store.revision(scope, name.as_str(), target).await?;
             let missing = desired - new.len();
             let n = if old.is_empty() {
                 missing.min(MAX_PARALLEL_STARTS)
             } else {
-                missing.min(rev.spec.max_surge as usize)
+                let serving = old.len() + new.len();
+                let floor = desired.saturating_sub(rev.spec.max_unavailable as usize);
+                let retire = serving.saturating_sub(floor).min(old.len()).min(missing);
+                for r in old.iter().take(retire) {
+                    self.remove(r, report).await;
+                }
+                (desired + rev.spec.max_surge as usize)
+                    .saturating_sub(serving - retire)
+                    .min(missing)
+                    .min(MAX_PARALLEL_STARTS)
             };
             let mut used: Vec<u32> = new.iter().map(|r| r.id.index).collect();
             let mut ids = Vec::new();
@@ -463,6 +474,26 @@ impl Services {
             cpu_millis: rev.spec.cpu_millis,
         };
         spec.grace = Duration::from_secs(rev.spec.grace_secs);
+        let iso = &self.config.isolation;
+        if iso.mode != IsolationMode::None {
+            let uids = iso.uids.as_ref().ok_or_else(|| {
+                ServiceError::Invalid("isolation is on but no tenant uids are set up".into())
+            })?;
+            let ids = uids.ids_for(&id.tenant)?;
+            let (work, unpacked, gid) = (
+                self.config.work_dir.clone(),
+                spec.working_dir.clone(),
+                ids.gid,
+            );
+            tokio::task::spawn_blocking(move || share_with_group(&work, &unpacked, gid))
+                .await
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?
+                .map_err(|e| {
+                    ServiceError::Invalid(format!("cannot share the artifact with its tenant: {e}"))
+                })?;
+            spec.run_as = Some(ids);
+            spec.sandbox = iso.mode == IsolationMode::Bubblewrap;
+        }
         Ok(spec)
     }
 
@@ -506,6 +537,47 @@ impl Services {
         }
         Ok(dir)
     }
+}
+
+/// Makes an unpacked artifact readable (executables executable) by the tenant's group
+/// and by no one else, writable by no one but root: `root:GID`, directories 0750, files
+/// 0640 or 0750. The directories from `work_dir` down to it get the same (so a tenant can
+/// reach only its own artifacts); `work_dir` itself is 0711 (no listing).
+fn share_with_group(work_dir: &Path, dir: &Path, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    let set = |p: &Path, mode: u32| -> std::io::Result<()> {
+        lchown(p, Some(0), Some(gid))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+    };
+    std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(0o711))?;
+    let rel = dir.strip_prefix(work_dir).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "outside the work dir")
+    })?;
+    let mut p = work_dir.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        if p != dir {
+            set(&p, 0o750)?;
+        }
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        set(&d, 0o750)?;
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let meta = std::fs::symlink_metadata(e.path())?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                let exec = meta.permissions().mode() & 0o100 != 0;
+                set(&e.path(), if exec { 0o750 } else { 0o640 })?;
+            } else {
+                // Symlinks and the like: the group, never followed.
+                lchown(e.path(), Some(0), Some(gid))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `GET http://127.0.0.1:PORT{path}` answered 2xx within 2 s.

@@ -50,6 +50,139 @@ fn alive(pid: u64) -> bool {
     }
 }
 
+/// A temp dir that tenant users can traverse (a fresh one is 0700), as a data dir's
+/// parent must be for `--isolation auto` to choose tenant users.
+fn tempdir_for_tenants() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
+/// Whether this machine isolates replicas fully (root and bwrap): then `auto` must have
+/// chosen the sandbox.
+fn sandbox_expected() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let bwrap = std::process::Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !bwrap {
+        eprintln!("SKIP (isolation checks): not root or no bwrap");
+    }
+    root && bwrap
+}
+
+/// `Uid:` of /proc/PID/status: real, effective, saved, filesystem.
+fn uids_of(pid: u64) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|u| u.parse().unwrap())
+        .collect()
+}
+
+/// The processes of a replica's group that run in another mount namespace than ours
+/// (the program in its sandbox).
+fn sandboxed_members(pgid: u64) -> Vec<u64> {
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let pgrp = rest
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<u64>().ok());
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        if pgrp == Some(pgid) && ns.is_some_and(|n| n != ours) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Every replica runs sandboxed as the tenant's own (non-root) uid, the same for all
+/// replicas of the tenant; that uid cannot read the data dir's keys, store or token, and
+/// the program's view of the machine has no data dir at all. Returns the uid.
+fn assert_isolated(g: &Gantry, s: &serde_json::Value) -> Option<u64> {
+    if !sandbox_expected() {
+        return None;
+    }
+    let out = g.output();
+    assert!(
+        out.contains("\"isolation\":\"bubblewrap (tenant uids"),
+        "the ready line names the isolation: {out}"
+    );
+    let reps = s["replicas"].as_array().unwrap();
+    let uid = reps[0]["uid"].as_u64().expect("a replica has its own uid");
+    assert_ne!(uid, 0);
+    for r in reps {
+        assert_eq!(r["isolation"], "bubblewrap", "{s}");
+        assert_eq!(r["uid"].as_u64(), Some(uid), "one uid per tenant: {s}");
+        let pid = r["pid"].as_u64().unwrap();
+        assert!(
+            uids_of(pid).iter().all(|&u| u64::from(u) == uid),
+            "replica {pid} runs as {:?}, not {uid}",
+            uids_of(pid)
+        );
+        let inside = sandboxed_members(pid);
+        assert!(!inside.is_empty(), "no sandboxed process under {pid}");
+        for p in inside {
+            assert!(uids_of(p).iter().all(|&u| u64::from(u) == uid));
+            let root = PathBuf::from(format!("/proc/{p}/root"));
+            let seen = |x: &std::path::Path| root.join(x.strip_prefix("/").unwrap()).exists();
+            assert!(
+                !seen(&g.data.join("seal.key")),
+                "the sandbox shows the key file"
+            );
+            assert!(
+                !seen(&g.data.join("gantry.db")),
+                "the sandbox shows the store"
+            );
+            assert!(seen(std::path::Path::new("/usr/bin")));
+        }
+    }
+    // The tenant's uid, outside any sandbox, is refused the data dir's secrets.
+    for f in [
+        "seal.key",
+        "gantry.db",
+        "gantry.db-wal",
+        "admin.token",
+        "ca.key",
+    ] {
+        let path = g.data.join(f);
+        if !path.exists() {
+            continue;
+        }
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new("cat")
+            .arg(&path)
+            .uid(uid as u32)
+            .gid(uid as u32)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "tenant uid {uid} read {}",
+            path.display()
+        );
+    }
+    Some(uid)
+}
+
 /// acme/staging with the secret `db-password`, the example pushed as
 /// `acme/customers-mngr@1.0.0`, and a route to service `customers`.
 fn prepare(g: &Gantry, dir: &std::path::Path, bin: &std::path::Path, secret: &str) {
@@ -120,7 +253,7 @@ fn until_stable(g: &Gantry, rev: u64, n: usize) -> serde_json::Value {
 #[test]
 fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
     let bin = build_example();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir_for_tenants();
     let g = Gantry::start(&dir.path().join("data"), None);
     prepare(&g, dir.path(), &bin, "s3cr3t-db-pass");
     let deploy = |version: &str, health: &str| {
@@ -145,8 +278,18 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
         ])
     };
     ok(deploy("v1", "/health"));
-    until_stable(&g, 1, 2);
+    let s1 = until_stable(&g, 1, 2);
+    assert_isolated(&g, &s1);
 
+    // The edge routes to it (it reads new registrations within its poll interval).
+    let start = Instant::now();
+    while crate::edge::get(&g.edge_http, "customers.acme.test", "/customers").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the edge never routed to v1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Constant load through the edge, bounded in count and time.
     let (okc, failed, stop) = (
         Arc::new(AtomicUsize::new(0)),
@@ -179,7 +322,11 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
                     {
                         Ok(r) if r.status() == 200 => okc.fetch_add(1, Ordering::Relaxed),
                         other => {
-                            eprintln!("failed request: {:?}", other.map(|r| r.status()));
+                            eprintln!(
+                                "failed request after {:?}: {:?}",
+                                started.elapsed(),
+                                other.map(|r| r.status())
+                            );
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
@@ -241,6 +388,49 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
     until_stable(&g, 1, 2);
+    // A rollout in place (--max-surge 0 --max-unavailable 1): one old replica goes before
+    // its replacement starts, never more than two run, and the other keeps serving.
+    ok(g.cli(&[
+        "service",
+        "deploy",
+        "acme/staging/customers",
+        "--artifact",
+        "customers-mngr@1.0.0",
+        "--cmd",
+        "./customers-mngr",
+        "--replicas",
+        "2",
+        "--env",
+        "VERSION=v4",
+        "--secret",
+        "DB_PASSWORD=db-password",
+        "--max-surge",
+        "0",
+        "--max-unavailable",
+        "1",
+    ]));
+    let start = Instant::now();
+    loop {
+        let s = status(&g);
+        let reps = s["replicas"].as_array().unwrap();
+        assert!(
+            reps.len() <= 2,
+            "more than 2 replicas in an in-place rollout: {s}"
+        );
+        if s["stable_revision"] == 4
+            && reps.len() == 2
+            && reps
+                .iter()
+                .all(|r| r["revision"] == 4 && r["healthy"] == true)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the in-place rollout never finished: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.join().unwrap();
@@ -259,9 +449,10 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
     ])))
     .unwrap();
     let revs = h["items"].as_array().unwrap();
-    assert_eq!(revs.len(), 3);
-    assert_eq!(revs[0]["status"], "failed");
-    assert_eq!(revs[0]["created_by"], "admin");
+    assert_eq!(revs.len(), 4);
+    assert_eq!(revs[0]["status"], "active");
+    assert_eq!(revs[1]["status"], "failed");
+    assert_eq!(revs[1]["created_by"], "admin");
     // The secret's value is nowhere: not in the revision, the status, the logs or files.
     let logs = ok(g.cli(&["service", "logs", "acme/staging/customers"]));
     assert!(logs.contains("GET /customers"), "{logs}");
@@ -303,7 +494,7 @@ fn rollouts_rollbacks_and_failed_revisions_under_load_fail_nothing() {
 #[test]
 fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
     let bin = build_example();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir_for_tenants();
     let data = dir.path().join("data");
     let g = Gantry::start(&data, None);
     prepare(&g, dir.path(), &bin, "another-secret");
@@ -321,6 +512,7 @@ fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
         "DB_PASSWORD=db-password",
     ]));
     let before = until_stable(&g, 1, 2);
+    let uid = assert_isolated(&g, &before);
     let pids = |s: &serde_json::Value| {
         let mut p: Vec<u64> = s["replicas"]
             .as_array()
@@ -358,6 +550,8 @@ fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(after["stable_revision"], 1);
+    // Adopted under the same uid: the allocation survived the restart.
+    assert_eq!(assert_isolated(&g, &after), uid);
     // They serve through the new edge, and nothing was started twice.
     let start = Instant::now();
     loop {
@@ -432,7 +626,7 @@ fn replicas_survive_a_sigkill_of_gantry_and_are_adopted() {
 
 #[test]
 fn a_busy_service_is_autoscaled_up_to_its_maximum() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir_for_tenants();
     let g = Gantry::start_with(
         &dir.path().join("data"),
         None,
@@ -482,6 +676,16 @@ fn a_busy_service_is_autoscaled_up_to_its_maximum() {
     loop {
         let s = status(&g);
         if s["desired_replicas"] == 3 && s["replicas"].as_array().unwrap().len() == 3 {
+            if sandbox_expected() {
+                assert!(
+                    s["replicas"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|r| r["isolation"] == "bubblewrap"),
+                    "{s}"
+                );
+            }
             assert!(
                 s["message"].as_str().unwrap_or("").contains("autoscaled"),
                 "{s}"
