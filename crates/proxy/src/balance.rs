@@ -5,8 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rand::Rng;
-
 use crate::snapshot::{Endpoint, Upstream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,10 +42,9 @@ impl Upstream {
                 if n == 0 {
                     return None;
                 }
-                let mut rng = rand::thread_rng();
-                let a = rng.gen_range(0..n);
+                let a = if n > 1 { crate::rng::below(n) } else { 0 };
                 let b = if n > 1 {
-                    (a + rng.gen_range(1..n)) % n
+                    (a + 1 + crate::rng::below(n - 1)) % n
                 } else {
                     a
                 };
