@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn least_outstanding_prefers_idle_endpoints() {
         let u = ups(Balancer::LeastOutstanding, 2);
-        u.endpoints[0].in_flight.store(10, Ordering::Relaxed);
+        u.endpoints[0].in_flight.add(10);
         assert!((0..50).all(|_| u.pick(0, &[]).unwrap().0 == 1));
         u.endpoints[1]
             .ejected_until_ms

@@ -346,12 +346,16 @@ impl Proxy {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let proxy = self;
-        // The client's address as a header value, made once per connection.
-        let client = ClientInfo::new(peer, scheme);
+        // What every request of the connection needs, shared by reference counts that only
+        // this connection's thread touches (the proxy's own count is shared by the workers).
+        // The client's address as a header value is made once per connection.
+        let ctx = Arc::new((self, clients, ClientInfo::new(peer, scheme)));
         let svc = service_fn(move |req| {
-            let (proxy, clients, client) = (proxy.clone(), clients.clone(), client.clone());
-            async move { Ok::<_, Infallible>(proxy.handle_with(&clients, req, &client).await) }
+            let ctx = ctx.clone();
+            async move {
+                let (proxy, clients, client) = &*ctx;
+                Ok::<_, Infallible>(proxy.handle_with(clients, req, client).await)
+            }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         let _ = watcher.watch(conn.into_owned()).await;
@@ -754,14 +758,14 @@ struct InFlight<'a>(&'a Endpoint);
 
 impl<'a> InFlight<'a> {
     fn new(ep: &'a Endpoint) -> InFlight<'a> {
-        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        ep.in_flight.add(1);
         InFlight(ep)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.add(-1);
     }
 }
 

@@ -5,7 +5,7 @@
 //! route changes.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::snapshot::Route;
@@ -30,6 +30,33 @@ struct Shard {
     /// last one; made cumulative when rendered.
     buckets: [AtomicU64; 13],
     sum_micros: AtomicU64,
+}
+
+/// A gauge added to from many threads (requests in flight on an endpoint): each thread
+/// moves its own shard, so workers never write to the same cache line; reading sums them.
+#[derive(Debug, Default)]
+pub(crate) struct ShardedGauge {
+    shards: [PaddedI64; SHARDS],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedI64(AtomicI64);
+
+impl ShardedGauge {
+    pub(crate) fn add(&self, n: i64) {
+        self.shards[shard_index()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The sum of every shard (a shard may be negative when a value moved threads).
+    pub(crate) fn get(&self) -> usize {
+        let sum: i64 = self
+            .shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum();
+        sum.max(0) as usize
+    }
 }
 
 /// The shard of the current thread.
