@@ -5,8 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rand::Rng;
-
 use crate::snapshot::{Endpoint, Upstream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,10 +42,9 @@ impl Upstream {
                 if n == 0 {
                     return None;
                 }
-                let mut rng = rand::thread_rng();
-                let a = rng.gen_range(0..n);
+                let a = if n > 1 { crate::rng::below(n) } else { 0 };
                 let b = if n > 1 {
-                    (a + rng.gen_range(1..n)) % n
+                    (a + 1 + crate::rng::below(n - 1)) % n
                 } else {
                     a
                 };
@@ -107,7 +104,7 @@ mod tests {
     #[test]
     fn least_outstanding_prefers_idle_endpoints() {
         let u = ups(Balancer::LeastOutstanding, 2);
-        u.endpoints[0].in_flight.store(10, Ordering::Relaxed);
+        u.endpoints[0].in_flight.add(10);
         assert!((0..50).all(|_| u.pick(0, &[]).unwrap().0 == 1));
         u.endpoints[1]
             .ejected_until_ms

@@ -21,18 +21,16 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use model::{Code, ErrorBody};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::pool::{Checkin, Pool, SendError, UpBody, UpstreamBody};
 use crate::snapshot::{Endpoint, Route, RouteTable, Upstream};
 
-type UpBody = Either<Incoming, Empty<Bytes>>;
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// Most endpoints one request is tried on.
 const MAX_ATTEMPTS: usize = 3;
@@ -81,41 +79,15 @@ impl Scheme {
     }
 }
 
-/// Upstream connection pools: HTTP/1.1 with keep-alive, and h2c. A pool's connections are
-/// tasks of the runtime that opened them, so each worker runtime has pools of its own.
-pub(crate) struct Clients {
-    http1: Client<HttpConnector, UpBody>,
-    /// HTTP/2 over cleartext (prior knowledge), for routes whose upstreams speak h2c.
-    h2c: Client<HttpConnector, UpBody>,
-}
-
-impl Clients {
-    fn new() -> Clients {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Clients { http1, h2c }
-    }
-}
+/// The upstream connections of `serve` and `handle`; each worker runtime has its own.
+type Clients = Arc<Pool>;
 
 /// The proxy of one listener: its current routing snapshot and its upstream connection pool
 /// (one per worker runtime with `spawn_workers`).
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
     /// The pools of `serve` and `handle` (worker runtimes have their own).
-    clients: Arc<Clients>,
+    clients: Clients,
     epoch: Instant,
     unrouted: AtomicU64,
     connections: AtomicU64,
@@ -140,7 +112,7 @@ impl Proxy {
     pub fn new(table: RouteTable) -> Arc<Proxy> {
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(table),
-            clients: Arc::new(Clients::new()),
+            clients: Arc::new(Pool::default()),
             epoch: Instant::now(),
             unrouted: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -259,7 +231,7 @@ impl Proxy {
                                 return;
                             }
                         };
-                        let clients = Arc::new(Clients::new());
+                        let clients: Clients = Arc::new(Pool::default());
                         let counted = CountingListener {
                             inner: listener,
                             accepted: &accepted[i],
@@ -283,7 +255,7 @@ impl Proxy {
         tls: Option<Arc<TlsConfig>>,
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
-        clients: Arc<Clients>,
+        clients: Clients,
     ) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -370,16 +342,20 @@ impl Proxy {
         io: I,
         peer: SocketAddr,
         scheme: Scheme,
-        clients: Arc<Clients>,
+        clients: Clients,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let proxy = self;
-        // The client's address as a header value, made once per connection.
-        let client = ClientInfo::new(peer, scheme);
+        // What every request of the connection needs, shared by reference counts that only
+        // this connection's thread touches (the proxy's own count is shared by the workers).
+        // The client's address as a header value is made once per connection.
+        let ctx = Arc::new((self, clients, ClientInfo::new(peer, scheme)));
         let svc = service_fn(move |req| {
-            let (proxy, clients, client) = (proxy.clone(), clients.clone(), client.clone());
-            async move { Ok::<_, Infallible>(proxy.handle_with(&clients, req, &client).await) }
+            let ctx = ctx.clone();
+            async move {
+                let (proxy, clients, client) = &*ctx;
+                Ok::<_, Infallible>(proxy.handle_with(clients, req, client).await)
+            }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         let _ = watcher.watch(conn.into_owned()).await;
@@ -468,8 +444,8 @@ impl Proxy {
                 host_value: host_value.as_ref(),
                 client,
             };
-            let resp = match self.forward(clients, route, req, &fwd).await {
-                Ok(resp) => resp,
+            let (resp, upstream) = match self.forward(clients, route, req, &fwd).await {
+                Ok(answer) => answer,
                 Err(back) => {
                     let fresh = self.table.load_full();
                     if attempts < 3 && !Arc::ptr_eq(&fresh, &table) {
@@ -477,11 +453,12 @@ impl Proxy {
                         req = back;
                         continue;
                     }
-                    error(
+                    let resp = error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         Code::Unavailable,
                         "no healthy upstream for this route",
-                    )
+                    );
+                    (resp, None)
                 }
             };
             let done = Done {
@@ -492,6 +469,7 @@ impl Proxy {
                 request_id: &request_id,
                 peer,
                 started,
+                upstream,
             };
             return self.finish(done, resp);
         }
@@ -508,13 +486,11 @@ impl Proxy {
             d.peer,
             d.started,
         );
+        let upstream = d.upstream;
         let elapsed = started.elapsed();
         route.stats.record(resp.status().as_u16(), elapsed);
         if self.access_log.load(Ordering::Relaxed) {
-            let upstream = resp
-                .extensions()
-                .get::<UpstreamAddr>()
-                .map(|u| u.0.to_string());
+            let upstream = upstream.map(|u| u.to_string());
             let bytes = resp
                 .headers()
                 .get(header::CONTENT_LENGTH)
@@ -539,18 +515,22 @@ impl Proxy {
         resp
     }
 
-    /// Forwards a routed request (limits, endpoint choice, retries, outlier accounting).
-    /// When no endpoint of `route` is available before anything was tried, gives the
-    /// request back (`Err`) so the caller can route it on a newer snapshot.
+    /// Forwards a routed request (limits, endpoint choice, retries, outlier accounting) and
+    /// answers with the endpoint that answered, if one did. When no endpoint of `route` is
+    /// available before anything was tried, gives the request back (`Err`) so the caller
+    /// can route it on a newer snapshot.
     async fn forward(
         &self,
         clients: &Clients,
         route: &Route,
         req: Request<Incoming>,
         fwd: &Forwarded<'_>,
-    ) -> Result<Response<RespBody>, Request<Incoming>> {
+    ) -> Result<(Response<RespBody>, Option<SocketAddr>), Request<Incoming>> {
+        // An answer without an endpoint (the `Err` side is the request given back, large).
+        #[allow(clippy::result_large_err)]
+        let answer = |resp| Ok((resp, None));
         if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
-            return Ok(error(
+            return answer(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::PayloadTooLarge,
                 &format!(
@@ -564,6 +544,8 @@ impl Proxy {
         let idempotent = parts.method.is_idempotent();
         let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
+        // The upstream's path and query, once the head is prepared (first attempt).
+        let mut pq: Option<http::uri::PathAndQuery> = None;
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
         loop {
@@ -574,7 +556,7 @@ impl Proxy {
                         return Err(Request::from_parts(parts, b));
                     }
                 }
-                return Ok(error(
+                return answer(error(
                     StatusCode::BAD_GATEWAY,
                     Code::BadGateway,
                     "no upstream could be reached",
@@ -587,39 +569,54 @@ impl Proxy {
                 (false, Some(b)) => Either::Left(b),
                 // A body is sent once: requests with one are never retried (see `retry`).
                 (false, None) => {
-                    return Ok(error(
+                    return answer(error(
                         StatusCode::BAD_GATEWAY,
                         Code::BadGateway,
                         "the upstream could not be reached",
                     ))
                 }
             };
-            let mut up_req = match upstream_request(&parts, up_body, route, &ep.authority, fwd) {
-                Ok(r) => r,
-                Err(m) => return Ok(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
+            let pq = match &pq {
+                Some(pq) => pq,
+                None => match prepare_upstream(&mut parts, route, fwd, upgrade.as_ref()) {
+                    Ok(p) => pq.insert(p),
+                    Err(m) => return answer(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
+                },
             };
-            if let Some(proto) = &upgrade {
-                let h = up_req.headers_mut();
-                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                h.insert(header::UPGRADE, proto.clone());
-            }
-            let _flight = InFlight::new(ep);
-            let client = if route.h2c {
-                &clients.h2c
+            // The head is kept for another attempt only when one may follow.
+            let headers = if bodiless && attempts < MAX_ATTEMPTS {
+                parts.headers.clone()
             } else {
-                &clients.http1
+                std::mem::take(&mut parts.headers)
             };
-            let result = tokio::time::timeout(route.timeout, client.request(up_req)).await;
+            let up_req = match upstream_request(&parts, pq, headers, up_body, route, &ep.authority)
+            {
+                Ok(r) => r,
+                Err(m) => return answer(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
+            };
+            let _flight = InFlight::new(ep);
+            let sent = async {
+                if route.h2c {
+                    let resp = clients.send_h2c(ep.addr, up_req).await?;
+                    Ok((resp, None))
+                } else {
+                    let (resp, checkin) = clients.send_http1(ep.addr, up_req).await?;
+                    Ok((resp, Some(checkin)))
+                }
+            };
+            let result: Result<Result<_, SendError>, _> =
+                tokio::time::timeout(route.timeout, sent).await;
             match result {
-                Ok(Ok(resp)) => {
+                Ok(Ok((resp, checkin))) => {
                     let failed = matches!(resp.status().as_u16(), 502..=504);
                     self.account(&route.upstream, ep, failed);
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        return Ok(switch_protocols(&mut parts, resp, route, ep.addr));
+                        // The connection now belongs to the upgrade: never back to the pool.
+                        drop(checkin);
+                        let resp = switch_protocols(&mut parts, resp, route);
+                        return Ok((resp, Some(ep.addr)));
                     }
-                    let mut resp = downstream_response(resp, route);
-                    resp.extensions_mut().insert(UpstreamAddr(ep.addr));
-                    return Ok(resp);
+                    return Ok((downstream_response(resp, checkin, route), Some(ep.addr)));
                 }
                 Ok(Err(e)) => {
                     self.account(&route.upstream, ep, true);
@@ -627,7 +624,7 @@ impl Proxy {
                         (e.is_connect() || idempotent) && bodiless && attempts < MAX_ATTEMPTS;
                     tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
                     if !retry {
-                        return Ok(error(
+                        return answer(error(
                             StatusCode::BAD_GATEWAY,
                             Code::BadGateway,
                             "the upstream could not be reached",
@@ -636,7 +633,7 @@ impl Proxy {
                 }
                 Err(_) => {
                     self.account(&route.upstream, ep, true);
-                    return Ok(error(
+                    return answer(error(
                         StatusCode::GATEWAY_TIMEOUT,
                         Code::GatewayTimeout,
                         "the upstream did not answer in time",
@@ -650,7 +647,11 @@ impl Proxy {
     /// interval, unless it is the last one available.
     fn account(&self, upstream: &Upstream, ep: &Endpoint, failed: bool) {
         if !failed {
-            ep.consecutive_failures.store(0, Ordering::Relaxed);
+            // Read first: a write on every success would bounce the endpoint's cache line
+            // between the workers' cores.
+            if ep.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                ep.consecutive_failures.store(0, Ordering::Relaxed);
+            }
             return;
         }
         let n = ep.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -757,14 +758,14 @@ struct InFlight<'a>(&'a Endpoint);
 
 impl<'a> InFlight<'a> {
     fn new(ep: &'a Endpoint) -> InFlight<'a> {
-        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        ep.in_flight.add(1);
         InFlight(ep)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.add(-1);
     }
 }
 
@@ -788,40 +789,63 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+/// The index of `name` in `HOP_BY_HOP`, by its text (cheaper than comparing it with each).
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// Whether `name` is listed in `connection` (which makes it hop-by-hop too).
-fn listed_in_connection(connection: &[HeaderValue], name: &HeaderName) -> bool {
-    connection
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
-}
-
-/// The values of `connection` (usually none or one).
-fn connection_values(h: &HeaderMap) -> Vec<HeaderValue> {
-    h.get_all(header::CONNECTION).iter().cloned().collect()
-}
-
 /// Removes hop-by-hop headers and those `connection` lists. One pass over the names finds
 /// which are there, so a map without any is left untouched.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let mut found = [false; 9];
+    let mut any = false;
     for name in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+        if let Some(i) = hop_index(name) {
             found[i] = true;
+            any = true;
         }
     }
+    if !any {
+        return;
+    }
     if found[0] {
-        for v in connection_values(h) {
+        // Names `connection` lists that the map holds and that are not hop-by-hop already
+        // (usually none: `keep-alive`, `close`, `upgrade`).
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
             for token in v.to_str().unwrap_or("").split(',') {
-                h.remove(token.trim());
+                let t = token.trim();
+                if t.is_empty()
+                    || HOP_BY_HOP
+                        .iter()
+                        .any(|n| n.as_str().eq_ignore_ascii_case(t))
+                {
+                    continue;
+                }
+                if let Some(name) = h.keys().find(|k| k.as_str().eq_ignore_ascii_case(t)) {
+                    listed.push(name.clone());
+                }
             }
+        }
+        for name in listed {
+            h.remove(name);
         }
     }
     for (i, n) in HOP_BY_HOP.iter().enumerate() {
@@ -857,13 +881,16 @@ pub(crate) struct Forwarded<'a> {
     client: &'a ClientInfo,
 }
 
-fn upstream_request(
-    parts: &http::request::Parts,
-    body: UpBody,
+/// Turns the client's request head into the upstream's, once, before the first attempt:
+/// the path as the upstream sees it (prefix stripped), the forwarding headers
+/// (`forward_headers`), the route's request header rules and, for an upgrade, `connection`
+/// and `upgrade` again.
+fn prepare_upstream(
+    parts: &mut http::request::Parts,
     route: &Route,
-    authority: &http::uri::Authority,
     fwd: &Forwarded<'_>,
-) -> Result<Request<UpBody>, &'static str> {
+    upgrade: Option<&HeaderValue>,
+) -> Result<http::uri::PathAndQuery, &'static str> {
     let pq: http::uri::PathAndQuery = match (&route.path, route.strip_prefix) {
         (crate::PathMatch::Prefix(p), true) if p != "/" => {
             let path = parts.uri.path();
@@ -886,65 +913,78 @@ fn upstream_request(
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     };
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(authority.clone());
-    uri.path_and_query = Some(pq);
-    let uri = Uri::from_parts(uri).map_err(|_| "invalid request path")?;
-    let mut headers = forwarded_headers(&parts.headers, fwd);
-    route.request_headers.apply(&mut headers);
-    let version = if route.h2c {
-        http::Version::HTTP_2
+    forward_headers(&mut parts.headers, fwd);
+    route.request_headers.apply(&mut parts.headers);
+    if let Some(proto) = upgrade {
+        let h = &mut parts.headers;
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+    Ok(pq)
+}
+
+/// One attempt's request to the endpoint at `authority`, with the prepared head.
+fn upstream_request(
+    parts: &http::request::Parts,
+    pq: &http::uri::PathAndQuery,
+    headers: HeaderMap,
+    body: UpBody,
+    route: &Route,
+    authority: &http::uri::Authority,
+) -> Result<Request<UpBody>, &'static str> {
+    // HTTP/2 needs the scheme and authority (its pseudo-headers); HTTP/1.1 sends the
+    // origin form (`/path?query`), or the authority form for CONNECT.
+    let (uri, version) = if route.h2c {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+        uri.path_and_query = Some(pq.clone());
+        let uri = Uri::from_parts(uri).map_err(|_| "invalid request path")?;
+        (uri, http::Version::HTTP_2)
+    } else if parts.method == http::Method::CONNECT {
+        (Uri::from(authority.clone()), http::Version::HTTP_11)
     } else {
-        http::Version::HTTP_11
+        (Uri::from(pq.clone()), http::Version::HTTP_11)
     };
-    let mut req = Request::builder()
-        .method(parts.method.clone())
-        .uri(uri)
-        .version(version)
-        .body(body)
-        .map_err(|_| "invalid request")?;
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
     *req.headers_mut() = headers;
     Ok(req)
 }
 
-/// The client's headers as the upstream gets them: without hop-by-hop headers, with
-/// `x-forwarded-for` (appended to), `x-forwarded-proto`, `x-forwarded-host`, a `traceparent`
-/// when there is none, and `host` when the client sent none (HTTP/2). Built in one pass;
-/// values are shared with the client's request, not copied.
-fn forwarded_headers(src: &HeaderMap, fwd: &Forwarded<'_>) -> HeaderMap {
-    let connection = if src.contains_key(header::CONNECTION) {
-        connection_values(src)
-    } else {
-        Vec::new()
-    };
-    let mut h = HeaderMap::with_capacity(src.len() + 5);
-    let mut prev_xff: Option<&HeaderValue> = None;
-    let (mut has_traceparent, mut has_host) = (false, false);
-    for (name, value) in src {
-        if HOP_BY_HOP.contains(name)
-            || (!connection.is_empty() && listed_in_connection(&connection, name))
-        {
-            continue;
+/// Turns the client's headers into the upstream's, in place: hop-by-hop headers removed,
+/// `x-forwarded-for` appended to (or set), `x-forwarded-proto` and `x-forwarded-host` set,
+/// a `traceparent` added when there is none, and `host` when the client sent none
+/// (HTTP/2). Values are shared with the client's request, not copied.
+fn forward_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    let (mut hop, mut has_xff, mut has_traceparent, mut has_host) = (false, false, false, false);
+    for name in h.keys() {
+        if hop_index(name).is_some() {
+            hop = true;
+        } else if *name == X_FORWARDED_FOR {
+            has_xff = true;
+        } else if *name == TRACEPARENT {
+            has_traceparent = true;
+        } else if *name == header::HOST {
+            has_host = true;
         }
-        if *name == X_FORWARDED_FOR {
-            prev_xff = prev_xff.or(Some(value));
-            continue;
-        }
-        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
-            continue;
-        }
-        has_traceparent |= *name == TRACEPARENT;
-        has_host |= *name == header::HOST;
-        h.append(name.clone(), value.clone());
     }
-    let xff = match prev_xff.and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", fwd.client.peer.ip())).ok(),
-        None => Some(fwd.client.ip.clone()),
-    };
-    if let Some(xff) = xff {
-        h.insert(X_FORWARDED_FOR, xff);
+    if hop {
+        strip_hop_by_hop(h);
     }
+    // The first `x-forwarded-for` the client sent, with the client's address appended.
+    let xff = match h
+        .get(X_FORWARDED_FOR)
+        .filter(|_| has_xff)
+        .map(|v| v.to_str())
+    {
+        Some(Ok(prev)) => HeaderValue::from_str(&format!("{prev}, {}", fwd.client.peer.ip()))
+            .unwrap_or_else(|_| fwd.client.ip.clone()),
+        _ => fwd.client.ip.clone(),
+    };
+    h.insert(X_FORWARDED_FOR, xff);
     h.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(fwd.client.scheme.as_str()),
@@ -953,16 +993,20 @@ fn forwarded_headers(src: &HeaderMap, fwd: &Forwarded<'_>) -> HeaderMap {
         Some(v) => Some(v.clone()),
         None => HeaderValue::from_str(fwd.host).ok(),
     };
-    if let Some(host) = host {
-        if !has_host {
-            h.insert(header::HOST, host.clone());
+    match host {
+        Some(host) => {
+            if !has_host {
+                h.insert(header::HOST, host.clone());
+            }
+            h.insert(X_FORWARDED_HOST, host);
         }
-        h.insert(X_FORWARDED_HOST, host);
+        None => {
+            h.remove(X_FORWARDED_HOST);
+        }
     }
     if !has_traceparent {
         h.insert(TRACEPARENT, new_traceparent());
     }
-    h
 }
 
 /// The protocol a client asks to switch to (`Connection: upgrade` + `Upgrade: X`), if any.
@@ -992,7 +1036,6 @@ fn switch_protocols(
     client_parts: &mut http::request::Parts,
     mut up_resp: Response<Incoming>,
     route: &Route,
-    upstream: SocketAddr,
 ) -> Response<RespBody> {
     let Some(client_upgrade) = client_parts
         .extensions
@@ -1028,18 +1071,15 @@ fn switch_protocols(
     route.response_headers.apply(&mut parts.headers);
     parts.headers.extend(conn.map(|v| (header::CONNECTION, v)));
     parts.headers.extend(upgrade.map(|v| (header::UPGRADE, v)));
-    let mut resp = Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
-    resp.extensions_mut().insert(UpstreamAddr(upstream));
-    resp
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
 /// A W3C trace context for a request that came without one.
 fn new_traceparent() -> HeaderValue {
-    let r: [u64; 3] = rand::random();
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    hex_into(&mut buf[3..19], r[0]);
-    hex_into(&mut buf[19..35], r[1]);
-    hex_into(&mut buf[36..52], r[2] | 1);
+    hex_into(&mut buf[3..19], crate::rng::next_u64());
+    hex_into(&mut buf[19..35], crate::rng::next_u64());
+    hex_into(&mut buf[36..52], crate::rng::next_u64() | 1);
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -1051,11 +1091,15 @@ fn hex_into(out: &mut [u8], v: u64) {
     }
 }
 
-fn downstream_response(resp: Response<Incoming>, route: &Route) -> Response<RespBody> {
+fn downstream_response(
+    resp: Response<Incoming>,
+    checkin: Option<Checkin>,
+    route: &Route,
+) -> Response<RespBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     route.response_headers.apply(&mut parts.headers);
-    Response::from_parts(parts, Either::Left(body))
+    Response::from_parts(parts, Either::Left(UpstreamBody::new(body, checkin)))
 }
 
 /// What `finish` needs to know about a routed request.
@@ -1067,11 +1111,9 @@ struct Done<'a> {
     request_id: &'a HeaderValue,
     peer: SocketAddr,
     started: Instant,
+    /// The endpoint that answered, if one did.
+    upstream: Option<SocketAddr>,
 }
-
-/// The endpoint that answered, kept in the response's extensions for the access log.
-#[derive(Clone, Copy)]
-struct UpstreamAddr(SocketAddr);
 
 /// The request's `x-request-id` when it is sane, or a new one set on the request; the
 /// upstream sees it and the client gets it back.
@@ -1085,10 +1127,9 @@ fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     }) {
         return id.clone();
     }
-    let r: [u64; 2] = rand::random();
     let mut buf = [0u8; 32];
-    hex_into(&mut buf[..16], r[0]);
-    hex_into(&mut buf[16..], r[1]);
+    hex_into(&mut buf[..16], crate::rng::next_u64());
+    hex_into(&mut buf[16..], crate::rng::next_u64());
     let id = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"));
     h.insert(X_REQUEST_ID, id.clone());
     id

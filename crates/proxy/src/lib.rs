@@ -11,6 +11,8 @@ pub mod certs;
 mod forward;
 pub mod health;
 pub mod metrics;
+mod pool;
+mod rng;
 mod snapshot;
 
 pub use balance::Balancer;

@@ -66,7 +66,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, made once (every forwarded request uses it).
     pub(crate) authority: http::uri::Authority,
-    pub(crate) in_flight: AtomicUsize,
+    /// Requests in flight, counted per thread (`ShardedGauge`).
+    pub(crate) in_flight: crate::metrics::ShardedGauge,
     /// Set by active health checks.
     pub(crate) healthy: AtomicBool,
     /// Being removed: no new requests, in-flight ones finish.
@@ -85,7 +86,7 @@ impl Endpoint {
                 .to_string()
                 .parse()
                 .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Default::default(),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
@@ -95,7 +96,7 @@ impl Endpoint {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.get()
     }
 
     pub fn set_healthy(&self, healthy: bool) {
