@@ -41,8 +41,18 @@ pub(crate) fn path(state_dir: &Path, slug: &str) -> PathBuf {
 pub(crate) fn save(state_dir: &Path, slug: &str, st: &PersistedReplica) -> Result<()> {
     let final_path = path(state_dir, slug);
     let tmp = state_dir.join(format!(".{slug}.json.tmp"));
-    let bytes = serde_json::to_vec_pretty(st).map_err(|e| Error::CorruptState {
-        path: final_path.clone(),
+    write_json_atomic(&final_path, &tmp, st)
+}
+
+/// Writes `value` as JSON to `final_path` through `tmp` (mode 0600, fsync, rename), so a
+/// reader sees the old document or the new one, never a part.
+pub(crate) fn write_json_atomic<T: Serialize>(
+    final_path: &Path,
+    tmp: &Path,
+    value: &T,
+) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::CorruptState {
+        path: final_path.to_path_buf(),
         message: e.to_string(),
     })?;
     let mut f = std::fs::OpenOptions::new()
@@ -50,12 +60,12 @@ pub(crate) fn save(state_dir: &Path, slug: &str, st: &PersistedReplica) -> Resul
         .write(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("create state file", &tmp, e))?;
+        .open(tmp)
+        .map_err(|e| Error::io("create state file", tmp, e))?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("write state file", &tmp, e))?;
-    std::fs::rename(&tmp, &final_path).map_err(|e| Error::io("rename state file", &tmp, e))
+        .map_err(|e| Error::io("write state file", tmp, e))?;
+    std::fs::rename(tmp, final_path).map_err(|e| Error::io("rename state file", tmp, e))
 }
 
 /// Reads a state file; `Ok(None)` when there is none.
