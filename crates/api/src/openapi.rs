@@ -294,7 +294,10 @@ fn schemas() -> Value {
                 "id": text, "revision": int, "state": text, "healthy": { "type": "boolean" },
                 "port": { "type": ["integer", "null"] }, "pid": { "type": ["integer", "null"] }, "restarts": int,
                 "isolation": { "type": "string", "enum": ["none", "users", "bubblewrap"] }, "uid": int })) },
-            "updated_at": time })),
+            "updated_at": time,
+            "events": { "type": "array", "description": "the last changes, newest first (status only)",
+                "items": obj(&["time", "action", "principal", "outcome", "detail"], json!({
+                    "time": time, "action": text, "principal": text, "outcome": text, "detail": text })) } })),
         "Rollback": obj(&[], json!({ "to": { "type": ["integer", "null"] } })),
         "Scale": obj(&["replicas"], json!({ "replicas": int })),
         "RegisterReplica": obj(&["address"], json!({ "address": { "type": "string", "description": "IP:PORT" }, "state": { "type": "string", "enum": ["active", "draining"] } })),

@@ -166,6 +166,17 @@ pub async fn run(c: &Client, cmd: ServiceCmd) -> Result<(), CliError> {
                     ),
                 ]);
             }
+            for ev in &x.events {
+                table.push(vec![
+                    format!("  {}", crate::output::t(ev.time)),
+                    ev.action.clone(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    ev.outcome.clone(),
+                    format!("{} {}", ev.principal, ev.detail),
+                ]);
+            }
             print(out.output, &x, H, table)
         }
         ServiceCmd::History { service, out } => {

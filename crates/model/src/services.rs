@@ -341,6 +341,21 @@ pub struct ServiceInfo {
     pub replicas: Vec<ServiceReplica>,
     #[serde(with = "wire_time")]
     pub updated_at: OffsetDateTime,
+    /// The last changes of the service, newest first (in `status` only): deploys,
+    /// rollbacks, scaling and autoscaling, failed rollouts, from the audit trail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ServiceEvent>,
+}
+
+/// One change of a service, as its audit event records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEvent {
+    #[serde(with = "wire_time")]
+    pub time: OffsetDateTime,
+    pub action: String,
+    pub principal: String,
+    pub outcome: String,
+    pub detail: String,
 }
 
 /// `POST .../services/{service}/rollback`.

@@ -67,6 +67,9 @@ impl ServiceError {
 
 pub type Result<T> = std::result::Result<T, ServiceError>;
 
+/// Events `status` shows.
+const STATUS_EVENTS: u32 = 8;
+
 /// Timings of the reconciler.
 #[derive(Debug, Clone)]
 pub struct ServicesConfig {
@@ -343,6 +346,10 @@ impl Services {
     pub async fn status(&self, scope: &Scope, service: &Name) -> Result<ServiceInfo> {
         let mut info = self.store.service(scope, service.as_str()).await?;
         info.replicas = self.replicas_of(scope, service).await;
+        info.events = self
+            .store
+            .service_events(scope, service.as_str(), STATUS_EVENTS)
+            .await?;
         Ok(info)
     }
 

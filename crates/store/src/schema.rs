@@ -288,6 +288,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
                 advisory TEXT NOT NULL,
                 PRIMARY KEY (ecosystem, package, advisory))",
             "CREATE INDEX advisory_packages_advisory ON advisory_packages(advisory)",
+            // The last events of one resource (a service's status shows them).
+            "CREATE INDEX audit_events_resource ON audit_events(resource, seq)",
         ],
     ),
 ];

@@ -42,6 +42,7 @@ fn row_to_service(row: &AnyRow) -> Result<ServiceInfo> {
         message: row.try_get("message")?,
         replicas: Vec::new(),
         updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
+        events: Vec::new(),
     })
 }
 
@@ -241,6 +242,34 @@ impl Store {
         ev.detail = detail;
         w.commit(actor, ev).await?;
         Ok(s)
+    }
+
+    /// The last `limit` audit events of a service, newest first.
+    pub async fn service_events(
+        &self,
+        scope: &Scope,
+        service: &str,
+        limit: u32,
+    ) -> Result<Vec<model::services::ServiceEvent>> {
+        let rows = sqlx::query(
+            "SELECT time, principal, action, outcome, detail FROM audit_events \
+             WHERE resource = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(format!("services/{scope}/{service}"))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(model::services::ServiceEvent {
+                    time: parse_ts(&r.try_get::<String, _>("time")?)?,
+                    action: r.try_get("action")?,
+                    principal: r.try_get("principal")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn service(&self, scope: &Scope, service: &str) -> Result<ServiceInfo> {

@@ -921,6 +921,19 @@ fn deploy_routes_and_in_flight_autoscaling() {
         std::thread::sleep(Duration::from_millis(300));
     }
     until_stable(&g, 1, 1);
+    // Status shows the last changes, newest first: the autoscaler's and the deploy.
+    let s = status(&g);
+    let actions: Vec<&str> = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.first(), Some(&"service.autoscale"), "{s}");
+    assert!(actions.contains(&"service.deploy"), "{s}");
+    assert_eq!(s["events"][0]["principal"], "system", "{s}");
+    let table = ok(g.cli(&["service", "status", "acme/staging/customers"]));
+    assert!(table.contains("service.autoscale"), "{table}");
     ok(g.cli(&["service", "stop", "acme/staging/customers"]));
     let start = Instant::now();
     while !status(&g)["replicas"].as_array().unwrap().is_empty() {
