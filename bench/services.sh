@@ -15,6 +15,9 @@ BIN="$CARGO_TARGET_DIR/release/gantry"
 APP="$CARGO_TARGET_DIR/customers-mngr-example/release/customers-mngr"
 
 WORK=$(mktemp -d -p /var/tmp gantry-bench-services.XXXXXX)
+# Searchable by other users, so that `--isolation auto` can run replicas as tenant users
+# (in a bubblewrap sandbox where it works), as a production install does.
+chmod 711 "$WORK"
 GPID=""
 cleanup() {
   if [ -n "$GPID" ]; then
@@ -84,9 +87,14 @@ print(' '.join(str(r['pid']) for r in json.load(sys.stdin)['replicas'] if r['pid
   replica_rss=$((replica_rss + $(rss_kb "$pid")))
 done
 
+isolation=$(python3 -c "
+import re,sys
+m=re.search(r'isolation\W{1,4}(none|users|bubblewrap)', open(sys.argv[1]).read())
+print(m.group(1) if m else 'unknown')" "$WORK/gantry.log")
 cat <<MD
 | measure | value |
 |---|---|
+| replica isolation | ${isolation:-unknown} |
 | \`service deploy\` to 3 healthy replicas (first revision) | ${first} s |
 | new revision rolled over 3 replicas (start, health, register, drain 2 s, stop; one at a time) | ${second} s |
 | \`service scale\` 3 → 20, all healthy and registered | ${twenty} s |
