@@ -80,12 +80,21 @@ echo "scale 3 -> 20: ${twenty}s" >&2
 sleep 2
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 gantry_rss=$(rss_kb "$GPID")
-replica_rss=0
-for pid in $(g service status acme/bench/customers -o json | python3 -c "
-import json,sys
-print(' '.join(str(r['pid']) for r in json.load(sys.stdin)['replicas'] if r['pid']))"); do
-  replica_rss=$((replica_rss + $(rss_kb "$pid")))
-done
+# Every process of each replica's process group (the program, and its sandbox's monitor
+# when it runs in one).
+replica_rss=$(g service status acme/bench/customers -o json | python3 -c "
+import json,os,sys
+groups={r['pid'] for r in json.load(sys.stdin)['replicas'] if r['pid']}
+total=0
+for p in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        stat=open(f'/proc/{p}/stat').read().rsplit(')',1)[1].split()
+        if int(stat[2]) in groups:
+            for line in open(f'/proc/{p}/status'):
+                if line.startswith('VmRSS:'): total+=int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+print(total)")
 
 isolation=$(python3 -c "
 import re,sys
