@@ -398,6 +398,9 @@ impl Proxy {
             );
         };
         let mut req = req;
+        // Room for the headers the edge adds (request id, forwarding headers, trace
+        // context), made once rather than grown insert by insert.
+        req.headers_mut().reserve(6);
         let request_id = ensure_request_id(req.headers_mut());
         let (method, path) = (req.method().clone(), uri.path());
         let started = Instant::now();
@@ -583,8 +586,14 @@ impl Proxy {
                     Err(m) => return answer(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
                 },
             };
-            // The head is kept for another attempt only when one may follow.
-            let headers = if bodiless && attempts < MAX_ATTEMPTS {
+            // The head is copied for another attempt only when one may follow a request that
+            // reached the upstream: an idempotent one without a body, with an endpoint not
+            // tried yet. After a connect failure the request comes back whole instead.
+            let keep = bodiless
+                && idempotent
+                && attempts < MAX_ATTEMPTS
+                && route.upstream.endpoints.len() > attempts;
+            let headers = if keep {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
@@ -618,8 +627,13 @@ impl Proxy {
                     }
                     return Ok((downstream_response(resp, checkin, route), Some(ep.addr)));
                 }
-                Ok(Err(e)) => {
+                Ok(Err(mut e)) => {
                     self.account(&route.upstream, ep, true);
+                    if let Some(back) = e.take_request() {
+                        if !keep {
+                            parts.headers = back.into_parts().0.headers;
+                        }
+                    }
                     let retry =
                         (e.is_connect() || idempotent) && bodiless && attempts < MAX_ATTEMPTS;
                     tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
@@ -805,6 +819,13 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
     })
 }
 
+/// Whether `token` (from `connection`) names a hop-by-hop header, in any case.
+fn is_hop_name(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(token))
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -816,16 +837,26 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let mut found = [false; 9];
     let mut any = false;
-    for name in h.keys() {
+    // Whether `connection` lists a name that is not hop-by-hop already (`close`, or an
+    // extension header): only then are the map's names searched for it.
+    let mut lists_others = false;
+    for (name, value) in h.iter() {
         if let Some(i) = hop_index(name) {
             found[i] = true;
             any = true;
+            if i == 0 && !lists_others {
+                lists_others = value
+                    .as_bytes()
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| !t.is_empty() && !is_hop_name(t));
+            }
         }
     }
     if !any {
         return;
     }
-    if found[0] {
+    if lists_others {
         // Names `connection` lists that the map holds and that are not hop-by-hop already
         // (usually none: `keep-alive`, `close`, `upgrade`).
         let mut listed: Vec<HeaderName> = Vec::new();
