@@ -532,7 +532,8 @@ impl Proxy {
         // An answer without an endpoint (the `Err` side is the request given back, large).
         #[allow(clippy::result_large_err)]
         let answer = |resp| Ok((resp, None));
-        if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
+        let length = content_length(req.headers());
+        if length.is_some_and(|n| n > route.max_body) {
             return answer(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::PayloadTooLarge,
@@ -543,7 +544,8 @@ impl Proxy {
             ));
         }
         let (mut parts, body) = req.into_parts();
-        let bodiless = is_bodiless(&parts.headers);
+        let bodiless =
+            length.unwrap_or(0) == 0 && !parts.headers.contains_key(header::TRANSFER_ENCODING);
         let idempotent = parts.method.is_idempotent();
         let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
@@ -785,10 +787,6 @@ impl Drop for InFlight<'_> {
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-fn is_bodiless(h: &HeaderMap) -> bool {
-    !h.contains_key(header::TRANSFER_ENCODING) && content_length(h).unwrap_or(0) == 0
 }
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded. `connection` first.
@@ -1149,20 +1147,32 @@ struct Done<'a> {
 /// The request's `x-request-id` when it is sane, or a new one set on the request; the
 /// upstream sees it and the client gets it back.
 fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = h.get(X_REQUEST_ID).filter(|v| {
+    let sane = |v: &HeaderValue| {
         let v = v.as_bytes();
         !v.is_empty()
             && v.len() <= 128
             && v.iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-    }) {
-        return id.clone();
+    };
+    // One lookup of the name, whether the client sent an id or not.
+    let entry = h.entry(X_REQUEST_ID);
+    if let header::Entry::Occupied(e) = &entry {
+        if sane(e.get()) {
+            return e.get().clone();
+        }
     }
     let mut buf = [0u8; 32];
     hex_into(&mut buf[..16], crate::rng::next_u64());
     hex_into(&mut buf[16..], crate::rng::next_u64());
     let id = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"));
-    h.insert(X_REQUEST_ID, id.clone());
+    match entry {
+        header::Entry::Occupied(mut e) => {
+            e.insert(id.clone());
+        }
+        header::Entry::Vacant(e) => {
+            e.insert(id.clone());
+        }
+    }
     id
 }
 
