@@ -398,6 +398,9 @@ impl Proxy {
             );
         };
         let mut req = req;
+        // Room for the headers the edge adds (request id, forwarding headers, trace
+        // context), made once rather than grown insert by insert.
+        req.headers_mut().reserve(6);
         let request_id = ensure_request_id(req.headers_mut());
         let (method, path) = (req.method().clone(), uri.path());
         let started = Instant::now();
@@ -529,7 +532,8 @@ impl Proxy {
         // An answer without an endpoint (the `Err` side is the request given back, large).
         #[allow(clippy::result_large_err)]
         let answer = |resp| Ok((resp, None));
-        if content_length(req.headers()).is_some_and(|n| n > route.max_body) {
+        let length = content_length(req.headers());
+        if length.is_some_and(|n| n > route.max_body) {
             return answer(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::PayloadTooLarge,
@@ -540,7 +544,8 @@ impl Proxy {
             ));
         }
         let (mut parts, body) = req.into_parts();
-        let bodiless = is_bodiless(&parts.headers);
+        let bodiless =
+            length.unwrap_or(0) == 0 && !parts.headers.contains_key(header::TRANSFER_ENCODING);
         let idempotent = parts.method.is_idempotent();
         let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
@@ -583,8 +588,14 @@ impl Proxy {
                     Err(m) => return answer(error(StatusCode::BAD_REQUEST, Code::BadRequest, m)),
                 },
             };
-            // The head is kept for another attempt only when one may follow.
-            let headers = if bodiless && attempts < MAX_ATTEMPTS {
+            // The head is copied for another attempt only when one may follow a request that
+            // reached the upstream: an idempotent one without a body, with an endpoint not
+            // tried yet. After a connect failure the request comes back whole instead.
+            let keep = bodiless
+                && idempotent
+                && attempts < MAX_ATTEMPTS
+                && route.upstream.endpoints.len() > attempts;
+            let headers = if keep {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
@@ -618,8 +629,13 @@ impl Proxy {
                     }
                     return Ok((downstream_response(resp, checkin, route), Some(ep.addr)));
                 }
-                Ok(Err(e)) => {
+                Ok(Err(mut e)) => {
                     self.account(&route.upstream, ep, true);
+                    if let Some(back) = e.take_request() {
+                        if !keep {
+                            parts.headers = back.into_parts().0.headers;
+                        }
+                    }
                     let retry =
                         (e.is_connect() || idempotent) && bodiless && attempts < MAX_ATTEMPTS;
                     tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, retry, "upstream request failed");
@@ -773,10 +789,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-fn is_bodiless(h: &HeaderMap) -> bool {
-    !h.contains_key(header::TRANSFER_ENCODING) && content_length(h).unwrap_or(0) == 0
-}
-
 /// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded. `connection` first.
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
@@ -805,6 +817,13 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
     })
 }
 
+/// Whether `token` (from `connection`) names a hop-by-hop header, in any case.
+fn is_hop_name(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(token))
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -816,16 +835,26 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let mut found = [false; 9];
     let mut any = false;
-    for name in h.keys() {
+    // Whether `connection` lists a name that is not hop-by-hop already (`close`, or an
+    // extension header): only then are the map's names searched for it.
+    let mut lists_others = false;
+    for (name, value) in h.iter() {
         if let Some(i) = hop_index(name) {
             found[i] = true;
             any = true;
+            if i == 0 && !lists_others {
+                lists_others = value
+                    .as_bytes()
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| !t.is_empty() && !is_hop_name(t));
+            }
         }
     }
     if !any {
         return;
     }
-    if found[0] {
+    if lists_others {
         // Names `connection` lists that the map holds and that are not hop-by-hop already
         // (usually none: `keep-alive`, `close`, `upgrade`).
         let mut listed: Vec<HeaderName> = Vec::new();
@@ -1118,20 +1147,32 @@ struct Done<'a> {
 /// The request's `x-request-id` when it is sane, or a new one set on the request; the
 /// upstream sees it and the client gets it back.
 fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = h.get(X_REQUEST_ID).filter(|v| {
+    let sane = |v: &HeaderValue| {
         let v = v.as_bytes();
         !v.is_empty()
             && v.len() <= 128
             && v.iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-    }) {
-        return id.clone();
+    };
+    // One lookup of the name, whether the client sent an id or not.
+    let entry = h.entry(X_REQUEST_ID);
+    if let header::Entry::Occupied(e) = &entry {
+        if sane(e.get()) {
+            return e.get().clone();
+        }
     }
     let mut buf = [0u8; 32];
     hex_into(&mut buf[..16], crate::rng::next_u64());
     hex_into(&mut buf[16..], crate::rng::next_u64());
     let id = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"));
-    h.insert(X_REQUEST_ID, id.clone());
+    match entry {
+        header::Entry::Occupied(mut e) => {
+            e.insert(id.clone());
+        }
+        header::Entry::Vacant(e) => {
+            e.insert(id.clone());
+        }
+    }
     id
 }
 

@@ -41,22 +41,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a request got no answer from an endpoint.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// No connection could be opened: the request never reached the upstream.
-    Connect(std::io::Error),
+    /// No connection could be opened: the request never reached the upstream, and is given
+    /// back for another endpoint (so the caller keeps no copy of it for a retry).
+    Connect(std::io::Error, Option<Box<Request<UpBody>>>),
     /// The connection failed while the request was sent or its answer awaited.
     Http(hyper::Error),
 }
 
 impl SendError {
     pub(crate) fn is_connect(&self) -> bool {
-        matches!(self, SendError::Connect(_))
+        matches!(self, SendError::Connect(..))
+    }
+
+    /// The request, when it never reached the upstream (a connect failure).
+    pub(crate) fn take_request(&mut self) -> Option<Request<UpBody>> {
+        match self {
+            SendError::Connect(_, req) => req.take().map(|r| *r),
+            SendError::Http(_) => None,
+        }
     }
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Connect(e, _) => write!(f, "connect: {e}"),
             SendError::Http(e) => write!(f, "{e}"),
         }
     }
@@ -127,11 +136,17 @@ impl Pool {
                 },
             }
         }
-        let io = self.connect(addr).await?;
-        let (mut conn, task) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;
+        let io = match self.connect(addr).await {
+            Ok(io) => io,
+            Err(e) => return Err(SendError::Connect(e, Some(Box::new(req)))),
+        };
+        let (mut conn, task) = match http1::Builder::new().handshake(io).await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = std::io::Error::other(e);
+                return Err(SendError::Connect(e, Some(Box::new(req))));
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = task.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -167,12 +182,21 @@ impl Pool {
                 }
             }
         }
-        let io = self.connect(addr).await?;
-        let (mut conn, task) = http2::Builder::new(TokioExecutor::new())
+        let io = match self.connect(addr).await {
+            Ok(io) => io,
+            Err(e) => return Err(SendError::Connect(e, Some(Box::new(req)))),
+        };
+        let handshake = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
-            .await
-            .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;
+            .await;
+        let (mut conn, task) = match handshake {
+            Ok(c) => c,
+            Err(e) => {
+                let e = std::io::Error::other(e);
+                return Err(SendError::Connect(e, Some(Box::new(req))));
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = task.await {
                 tracing::debug!(error = %e, "upstream h2c connection ended");
@@ -188,17 +212,17 @@ impl Pool {
     async fn connect(
         self: &Arc<Self>,
         addr: SocketAddr,
-    ) -> Result<TokioIo<tokio::net::TcpStream>, SendError> {
+    ) -> std::io::Result<TokioIo<tokio::net::TcpStream>> {
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
         {
             Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
-                return Err(SendError::Connect(std::io::Error::new(
+                return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connect timed out",
-                )))
+                ))
             }
         };
         let _ = tcp.set_nodelay(true);
