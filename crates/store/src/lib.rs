@@ -21,6 +21,7 @@ mod schema;
 pub mod secrets;
 pub mod services;
 mod tenancy;
+mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -137,8 +138,9 @@ pub struct Store {
     write_lock: Arc<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
     url_display: String,
-    /// Events without a change (reads, refusals) go to the group-commit writer.
-    recorder: audit::Recorder,
+    /// The group-commit writer: events without a change (reads, refusals) and the changes
+    /// written through `Store::change`.
+    writer: writer::Writer,
     /// Authenticated principals by token hash (see `auth_cache`).
     auth_cache: auth_cache::AuthCache,
 }
@@ -184,15 +186,14 @@ impl Store {
             .connect_with(opts)
             .await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
-        let recorder =
-            audit::Recorder::spawn(pool.clone(), engine, write_lock.clone(), clock.clone());
+        let writer = writer::Writer::spawn(pool.clone(), engine, write_lock.clone(), clock.clone());
         let store = Store {
             pool,
             engine,
             write_lock,
             clock,
             url_display,
-            recorder,
+            writer,
             auth_cache: Default::default(),
         };
         schema::migrate(&store).await?;
@@ -214,6 +215,17 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Runs `change` with its audit event in the next group commit (see `writer`): it
+    /// shares one transaction and one fsync with the writes waiting beside it, in its own
+    /// savepoint, and returns once it is durable or with its own error (nothing committed).
+    pub(crate) async fn change<C: writer::Change>(
+        &self,
+        actor: &Actor,
+        change: C,
+    ) -> Result<C::Output> {
+        self.writer.change(actor.clone(), change).await
     }
 
     /// Starts a write transaction. It must end with `WriteTx::commit`, which appends the
