@@ -4,7 +4,8 @@
 //! Every mutation runs in one transaction that also appends its audit event to the hash
 //! chain: no change without its event, no event without its change. Writers are serialized
 //! (an in-process lock, plus a row lock on the chain head on PostgreSQL so several control
-//! planes can share one database).
+//! planes can share one database); concurrent writes may share one transaction through
+//! the group-commit writer (`writer`), each change in its own savepoint.
 //!
 //! This crate must never decide who may do what (that is the API's job with
 //! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
