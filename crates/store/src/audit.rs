@@ -177,84 +177,6 @@ pub(crate) async fn append_all(
     Ok(())
 }
 
-/// Most events one group commit writes.
-const MAX_BATCH: usize = 256;
-
-struct Pending {
-    actor: Actor,
-    event: NewEvent,
-    done: tokio::sync::oneshot::Sender<Result<()>>,
-}
-
-/// The group-commit writer of events that go with no change. One task takes every event
-/// waiting in its queue, appends them in one write transaction, commits once, then answers
-/// each caller. Under load this turns N fsyncs into one.
-pub(crate) struct Recorder {
-    queue: tokio::sync::mpsc::Sender<Pending>,
-}
-
-impl Recorder {
-    pub(crate) fn spawn(
-        pool: sqlx::AnyPool,
-        engine: Engine,
-        lock: std::sync::Arc<tokio::sync::Mutex<()>>,
-        clock: std::sync::Arc<dyn model::clock::Clock>,
-    ) -> Recorder {
-        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(4096);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                let result = write_batch(&pool, engine, &lock, clock.as_ref(), &batch).await;
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, events = batch.len(), "audit batch failed");
-                }
-                for p in batch {
-                    let r = match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(StoreError::Unavailable(format!(
-                            "audit write failed: {}",
-                            e.code().as_str()
-                        ))),
-                    };
-                    let _ = p.done.send(r);
-                }
-            }
-        });
-        Recorder { queue }
-    }
-
-    pub(crate) async fn record(&self, actor: Actor, event: NewEvent) -> Result<()> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let closed = || StoreError::Unavailable("the store is closing".into());
-        self.queue
-            .send(Pending { actor, event, done })
-            .await
-            .map_err(|_| closed())?;
-        wait.await.map_err(|_| closed())?
-    }
-}
-
-async fn write_batch(
-    pool: &sqlx::AnyPool,
-    engine: Engine,
-    lock: &tokio::sync::Mutex<()>,
-    clock: &dyn model::clock::Clock,
-    batch: &[Pending],
-) -> Result<()> {
-    let _guard = lock.lock().await;
-    let mut tx = crate::begin(pool, engine).await?;
-    let events: Vec<(&Actor, &NewEvent)> = batch.iter().map(|p| (&p.actor, &p.event)).collect();
-    append_all(&mut tx, engine, &events, clock.now()).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 fn row_to_event(row: &AnyRow) -> Result<AuditEvent> {
     let outcome: String = row.try_get("outcome")?;
     Ok(AuditEvent {
@@ -281,10 +203,10 @@ impl Store {
     /// Records an event that goes with no change (a denied or unauthenticated attempt, a
     /// refused request), in its own transaction.
     ///
-    /// Such events are group-committed: concurrent callers share one transaction (and one
-    /// fsync), and each call returns only once its event is durable.
+    /// Such events are group-committed (`writer`): concurrent callers share one transaction
+    /// (and one fsync), and each call returns only once its event is durable.
     pub async fn record(&self, actor: &Actor, event: NewEvent) -> Result<()> {
-        self.recorder.record(actor.clone(), event).await
+        self.writer.record(actor.clone(), event).await
     }
 
     /// Events matching `filter`, oldest first. Scope visibility is applied by the caller

@@ -103,7 +103,7 @@ pub struct KeyChange {
     pub deletion_at: Option<Option<OffsetDateTime>>,
 }
 
-const KEY_COLS: &str =
+pub(crate) const KEY_COLS: &str =
     "id, purpose, scope, name, parent, state, current_version, min_decrypt_version, \
     rotation_days, next_rotation_at, deletion_at, description, created_at, created_by";
 
@@ -417,7 +417,7 @@ async fn key_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str) -> Res
 
 /// Inserts a key and its version 1 inside an open transaction.
 pub(crate) async fn insert_key(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     key: &KeyRecord,
     wrapped_v1: &str,
 ) -> Result<()> {
@@ -425,7 +425,7 @@ pub(crate) async fn insert_key(
         let env = sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
             .bind(t.as_str())
             .bind(e.as_str())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
         if env.is_none() {
             return Err(StoreError::NotFound(format!(
@@ -435,7 +435,7 @@ pub(crate) async fn insert_key(
     }
     let exists = sqlx::query("SELECT 1 AS x FROM keys WHERE id = $1")
         .bind(&key.id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
     if exists.is_some() {
         return Err(StoreError::AlreadyExists(format!(
@@ -460,7 +460,7 @@ pub(crate) async fn insert_key(
     .bind(&key.description)
     .bind(ts(key.created_at))
     .bind(&key.created_by)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query(
         "INSERT INTO key_versions (key_id, version, wrapped, created_at) VALUES ($1, 1, $2, $3)",
@@ -468,7 +468,7 @@ pub(crate) async fn insert_key(
     .bind(&key.id)
     .bind(wrapped_v1)
     .bind(ts(key.created_at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! Every mutation runs in one transaction that also appends its audit event to the hash
 //! chain: no change without its event, no event without its change. Writers are serialized
 //! (an in-process lock, plus a row lock on the chain head on PostgreSQL so several control
-//! planes can share one database).
+//! planes can share one database); concurrent writes may share one transaction through
+//! the group-commit writer (`writer`), each change in its own savepoint.
 //!
 //! This crate must never decide who may do what (that is the API's job with
 //! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
@@ -21,6 +22,7 @@ mod schema;
 pub mod secrets;
 pub mod services;
 mod tenancy;
+mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -137,8 +139,9 @@ pub struct Store {
     write_lock: Arc<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
     url_display: String,
-    /// Events without a change (reads, refusals) go to the group-commit writer.
-    recorder: audit::Recorder,
+    /// The group-commit writer: events without a change (reads, refusals) and the changes
+    /// written through `Store::change`.
+    writer: writer::Writer,
     /// Authenticated principals by token hash (see `auth_cache`).
     auth_cache: auth_cache::AuthCache,
 }
@@ -184,15 +187,14 @@ impl Store {
             .connect_with(opts)
             .await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
-        let recorder =
-            audit::Recorder::spawn(pool.clone(), engine, write_lock.clone(), clock.clone());
+        let writer = writer::Writer::spawn(pool.clone(), engine, write_lock.clone(), clock.clone());
         let store = Store {
             pool,
             engine,
             write_lock,
             clock,
             url_display,
-            recorder,
+            writer,
             auth_cache: Default::default(),
         };
         schema::migrate(&store).await?;
@@ -214,6 +216,17 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Runs `change` with its audit event in the next group commit (see `writer`): it
+    /// shares one transaction and one fsync with the writes waiting beside it, in its own
+    /// savepoint, and returns once it is durable or with its own error (nothing committed).
+    pub(crate) async fn change<C: writer::Change>(
+        &self,
+        actor: &Actor,
+        change: C,
+    ) -> Result<C::Output> {
+        self.writer.change(actor.clone(), change).await
     }
 
     /// Starts a write transaction. It must end with `WriteTx::commit`, which appends the

@@ -7,11 +7,12 @@ use model::kms::{
 };
 use model::Scope;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use crate::audit::NewEvent;
-use crate::keyring::{insert_key, row_to_key_p, KeyRecord, KEY_COLS_K};
+use crate::keyring::{insert_key, row_to_key_p, KeyRecord, KEY_COLS, KEY_COLS_K};
+use crate::writer::{BoxFut, Change};
 use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
 
 /// A secret version as stored.
@@ -145,7 +146,7 @@ fn resource(scope: &Scope, name: &str) -> String {
 }
 
 async fn fetch_secret(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     scope: &str,
     name: &str,
 ) -> Result<Option<(SecretInfo, String)>> {
@@ -154,10 +155,250 @@ async fn fetch_secret(
     ))
     .bind(scope)
     .bind(name)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?
     .map(|r| row_to_secret(&r))
     .transpose()
+}
+
+/// A put of a secret version, run by the group-commit writer.
+struct PutSecret {
+    principal: String,
+    scope: Scope,
+    name: String,
+    ciphertext: String,
+    content_type: ContentType,
+    size: u64,
+    key_version: u32,
+    if_version: Option<u32>,
+    description: Option<String>,
+    new_key: Option<(KeyRecord, String)>,
+    now: String,
+}
+
+impl Change for PutSecret {
+    type Output = SecretInfo;
+
+    fn apply(self, conn: &mut AnyConnection) -> BoxFut<'_, Result<(SecretInfo, NewEvent)>> {
+        Box::pin(async move {
+            // The common cases first, in as few statements as possible: each first statement
+            // makes its checks in its WHERE clause and changes nothing when one fails; then
+            // the checks are made one by one to find which (`put_checked`).
+            let fast = match (&self.new_key, self.if_version) {
+                (Some(_), Some(0)) => self.create_fast(conn).await?,
+                (None, Some(n)) if n > 0 => self.update_fast(conn).await?,
+                _ => None,
+            };
+            let (info, v) = match fast {
+                Some(done) => done,
+                None => self.put_checked(conn).await?,
+            };
+            // Putting the value fulfils open requests for this secret.
+            sqlx::query(
+                "UPDATE secret_requests SET state = 'fulfilled', closed_by = $1, closed_at = $2 \
+                 WHERE scope = $3 AND name = $4 AND state = 'open'",
+            )
+            .bind(&self.principal)
+            .bind(&self.now)
+            .bind(self.scope.to_string())
+            .bind(&self.name)
+            .execute(&mut *conn)
+            .await?;
+            let mut ev =
+                NewEvent::success("secret.put", resource(&self.scope, &self.name), self.scope);
+            ev.detail = format!("version={v}");
+            Ok((info, ev))
+        })
+    }
+}
+
+impl PutSecret {
+    async fn insert_version(&self, conn: &mut AnyConnection, v: u32) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO secret_versions (scope, name, {VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(self.scope.to_string())
+        .bind(&self.name)
+        .bind(v as i64)
+        .bind(&self.ciphertext)
+        .bind(self.content_type.as_str())
+        .bind(self.size as i64)
+        .bind(self.key_version as i64)
+        .bind(&self.now)
+        .bind(&self.principal)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// A new secret: its key inserted only if the environment exists and neither the key
+    /// nor the secret does; `None` (nothing changed) otherwise.
+    async fn create_fast(&self, conn: &mut AnyConnection) -> Result<Option<(SecretInfo, u32)>> {
+        let (Some((key, wrapped)), Scope::Environment(t, e)) = (&self.new_key, &self.scope) else {
+            return Ok(None);
+        };
+        let scope_s = self.scope.to_string();
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO keys ({KEY_COLS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+             FROM environments WHERE tenant = $15 AND name = $16 \
+             AND NOT EXISTS (SELECT 1 FROM keys WHERE id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM secrets WHERE scope = $3 AND name = $17)"
+        ))
+        .bind(&key.id)
+        .bind(key.purpose.as_str())
+        .bind(&scope_s)
+        .bind(&key.name)
+        .bind(key.parent.clone())
+        .bind(key.state.as_str())
+        .bind(key.current_version as i64)
+        .bind(key.min_decrypt_version as i64)
+        .bind(key.rotation_days as i64)
+        .bind(key.next_rotation_at.map(ts))
+        .bind(key.deletion_at.map(ts))
+        .bind(&key.description)
+        .bind(ts(key.created_at))
+        .bind(&key.created_by)
+        .bind(t.as_str())
+        .bind(e.as_str())
+        .bind(&self.name)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO key_versions (key_id, version, wrapped, created_at) VALUES ($1, 1, $2, $3)",
+        )
+        .bind(&key.id)
+        .bind(wrapped)
+        .bind(ts(key.created_at))
+        .execute(&mut *conn)
+        .await?;
+        let info = self.insert_secret(conn, &key.id).await?;
+        Ok(Some((info, 1)))
+    }
+
+    async fn insert_secret(&self, conn: &mut AnyConnection, key_id: &str) -> Result<SecretInfo> {
+        let description = self.description.as_deref().unwrap_or("");
+        sqlx::query(&format!(
+            "INSERT INTO secrets ({SECRET_COLS}) VALUES ($1, $2, $3, 'active', 1, NULL, $4, $5, $6, $5, $6, NULL, NULL)"
+        ))
+        .bind(self.scope.to_string())
+        .bind(&self.name)
+        .bind(key_id)
+        .bind(description)
+        .bind(&self.now)
+        .bind(&self.principal)
+        .execute(&mut *conn)
+        .await?;
+        self.insert_version(conn, 1).await?;
+        let at = parse_ts(&self.now)?;
+        Ok(SecretInfo {
+            name: format!("{}/{}", self.scope, self.name),
+            state: SecretState::Active,
+            current_version: 1,
+            previous_version: None,
+            description: description.to_string(),
+            created_at: at,
+            created_by: self.principal.clone(),
+            updated_at: at,
+            updated_by: self.principal.clone(),
+            deleted_at: None,
+            purge_at: None,
+        })
+    }
+
+    /// A new version of an active secret at version `if_version`, the secret as it now
+    /// stands returned by the update itself; `None` (nothing changed) otherwise.
+    async fn update_fast(&self, conn: &mut AnyConnection) -> Result<Option<(SecretInfo, u32)>> {
+        let expected = self.if_version.unwrap_or(0);
+        let row = sqlx::query(&format!(
+            "UPDATE secrets SET current_version = current_version + 1, \
+             previous_version = current_version, updated_at = $1, updated_by = $2, \
+             description = COALESCE($3, description) \
+             WHERE scope = $4 AND name = $5 AND state = 'active' AND current_version = $6 \
+             RETURNING {SECRET_COLS}"
+        ))
+        .bind(&self.now)
+        .bind(&self.principal)
+        .bind(self.description.clone())
+        .bind(self.scope.to_string())
+        .bind(&self.name)
+        .bind(expected as i64)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (info, _) = row_to_secret(&row)?;
+        let v = info.current_version;
+        self.insert_version(conn, v).await?;
+        Ok(Some((info, v)))
+    }
+
+    /// Every check one by one, then the change: the path that names the check that failed.
+    async fn put_checked(&self, conn: &mut AnyConnection) -> Result<(SecretInfo, u32)> {
+        let (scope, name) = (&self.scope, self.name.as_str());
+        let scope_s = scope.to_string();
+        let existing = fetch_secret(conn, &scope_s, name).await?;
+        let current = existing
+            .as_ref()
+            .map(|(i, _)| i.current_version)
+            .unwrap_or(0);
+        if let Some(expected) = self.if_version {
+            if expected != current {
+                return Err(StoreError::VersionMismatch(format!(
+                    "secret {scope}/{name} is at version {current}, not {expected}"
+                )));
+            }
+        }
+        if let Some((info, _)) = &existing {
+            if info.state == SecretState::Deleted {
+                return Err(StoreError::Conflict(format!(
+                    "secret {scope}/{name} is deleted; restore it first"
+                )));
+            }
+        }
+        let v = current + 1;
+        match existing {
+            None => {
+                let (key, wrapped) = self
+                    .new_key
+                    .as_ref()
+                    .ok_or_else(|| StoreError::Corrupt("a new secret needs its key".into()))?;
+                insert_key(conn, key, wrapped).await?;
+                let info = self.insert_secret(conn, &key.id).await?;
+                Ok((info, v))
+            }
+            Some((old, _)) => {
+                sqlx::query(
+                    "UPDATE secrets SET current_version = $1, previous_version = $2, updated_at = $3, \
+                     updated_by = $4, description = COALESCE($5, description) WHERE scope = $6 AND name = $7",
+                )
+                .bind(v as i64)
+                .bind(old.current_version as i64)
+                .bind(&self.now)
+                .bind(&self.principal)
+                .bind(self.description.clone())
+                .bind(&scope_s)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+                self.insert_version(conn, v).await?;
+                let at = parse_ts(&self.now)?;
+                let info = SecretInfo {
+                    current_version: v,
+                    previous_version: Some(old.current_version),
+                    description: self.description.clone().unwrap_or(old.description),
+                    updated_at: at,
+                    updated_by: self.principal.clone(),
+                    ..old
+                };
+                Ok((info, v))
+            }
+        }
+    }
 }
 
 impl Store {
@@ -232,6 +473,9 @@ impl Store {
 
     /// Stores a new version of a secret, creating the secret (and its key, `new_key`) on the
     /// first put. `if_version` is a check-and-set on the current version (0: must not exist).
+    ///
+    /// Group-committed (`Store::change`): concurrent puts share one transaction and one
+    /// fsync, each in its own savepoint with its own check-and-set result.
     #[allow(clippy::too_many_arguments)]
     pub async fn put_secret(
         &self,
@@ -243,117 +487,20 @@ impl Store {
         description: Option<&str>,
         new_key: Option<(&KeyRecord, &str)>,
     ) -> Result<SecretInfo> {
-        let mut w = self.begin_write().await?;
-        let scope_s = scope.to_string();
-        let existing = fetch_secret(&mut w.tx, &scope_s, name).await?;
-        let current = existing
-            .as_ref()
-            .map(|(i, _)| i.current_version)
-            .unwrap_or(0);
-        if let Some(expected) = if_version {
-            if expected != current {
-                return Err(StoreError::VersionMismatch(format!(
-                    "secret {scope}/{name} is at version {current}, not {expected}"
-                )));
-            }
-        }
-        if let Some((info, _)) = &existing {
-            if info.state == SecretState::Deleted {
-                return Err(StoreError::Conflict(format!(
-                    "secret {scope}/{name} is deleted; restore it first"
-                )));
-            }
-        }
-        let now = ts(self.now());
-        let v = current + 1;
-        match &existing {
-            None => {
-                let (key, wrapped) = new_key
-                    .ok_or_else(|| StoreError::Corrupt("a new secret needs its key".into()))?;
-                insert_key(&mut w.tx, key, wrapped).await?;
-                sqlx::query(&format!(
-                    "INSERT INTO secrets ({SECRET_COLS}) VALUES ($1, $2, $3, 'active', $4, NULL, $5, $6, $7, $6, $7, NULL, NULL)"
-                ))
-                .bind(&scope_s)
-                .bind(name)
-                .bind(&key.id)
-                .bind(v as i64)
-                .bind(description.unwrap_or(""))
-                .bind(&now)
-                .bind(&actor.principal)
-                .execute(&mut *w.tx)
-                .await?;
-            }
-            Some((info, _)) => {
-                sqlx::query(
-                    "UPDATE secrets SET current_version = $1, previous_version = $2, updated_at = $3, \
-                     updated_by = $4, description = COALESCE($5, description) WHERE scope = $6 AND name = $7",
-                )
-                .bind(v as i64)
-                .bind(info.current_version as i64)
-                .bind(&now)
-                .bind(&actor.principal)
-                .bind(description.map(str::to_string))
-                .bind(&scope_s)
-                .bind(name)
-                .execute(&mut *w.tx)
-                .await?;
-            }
-        }
-        sqlx::query(&format!(
-            "INSERT INTO secret_versions (scope, name, {VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .bind(&scope_s)
-        .bind(name)
-        .bind(v as i64)
-        .bind(version.ciphertext)
-        .bind(version.content_type.as_str())
-        .bind(version.size as i64)
-        .bind(version.key_version as i64)
-        .bind(&now)
-        .bind(&actor.principal)
-        .execute(&mut *w.tx)
-        .await?;
-        // Putting the value fulfils open requests for this secret.
-        sqlx::query(
-            "UPDATE secret_requests SET state = 'fulfilled', closed_by = $1, closed_at = $2 \
-             WHERE scope = $3 AND name = $4 AND state = 'open'",
-        )
-        .bind(&actor.principal)
-        .bind(&now)
-        .bind(&scope_s)
-        .bind(name)
-        .execute(&mut *w.tx)
-        .await?;
-        let mut ev = NewEvent::success("secret.put", resource(scope, name), scope.clone());
-        ev.detail = format!("version={v}");
-        w.commit(actor, ev).await?;
-        // The secret as it now stands, as a read would give it.
-        let at = parse_ts(&now)?;
-        let info = match existing {
-            None => SecretInfo {
-                name: format!("{scope}/{name}"),
-                state: SecretState::Active,
-                current_version: v,
-                previous_version: None,
-                description: description.unwrap_or("").to_string(),
-                created_at: at,
-                created_by: actor.principal.clone(),
-                updated_at: at,
-                updated_by: actor.principal.clone(),
-                deleted_at: None,
-                purge_at: None,
-            },
-            Some((old, _)) => SecretInfo {
-                current_version: v,
-                previous_version: Some(old.current_version),
-                description: description.map(str::to_string).unwrap_or(old.description),
-                updated_at: at,
-                updated_by: actor.principal.clone(),
-                ..old
-            },
+        let put = PutSecret {
+            principal: actor.principal.clone(),
+            scope: scope.clone(),
+            name: name.to_string(),
+            ciphertext: version.ciphertext.to_string(),
+            content_type: version.content_type,
+            size: version.size,
+            key_version: version.key_version,
+            if_version,
+            description: description.map(str::to_string),
+            new_key: new_key.map(|(k, w)| (k.clone(), w.to_string())),
+            now: ts(self.now()),
         };
-        Ok(info)
+        self.change(actor, put).await
     }
 
     /// A secret (with its key id) and one of its versions, in one statement that also

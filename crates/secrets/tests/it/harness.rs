@@ -119,3 +119,24 @@ pub fn unb64(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// A fresh database on the PostgreSQL server named by `GANTRY_TEST_PG` (`. scripts/pg.sh`);
+/// `None` (the test is skipped) only with `GANTRY_SKIP_PG=1`.
+pub async fn fresh_pg() -> Option<String> {
+    use sqlx::Connection;
+    let admin_url = match std::env::var("GANTRY_TEST_PG") {
+        Ok(u) if !u.is_empty() => u,
+        _ if std::env::var("GANTRY_SKIP_PG").as_deref() == Ok("1") => return None,
+        _ => panic!("GANTRY_TEST_PG is not set: run `. scripts/pg.sh` (or GANTRY_SKIP_PG=1)"),
+    };
+    sqlx::any::install_default_drivers();
+    let db = format!("gantry_s_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    Some(format!("{base}/{db}"))
+}

@@ -596,3 +596,110 @@ async fn concurrent_puts_get_distinct_versions_and_one_event_each() {
     assert_eq!(got, want);
     assert!(h.store.audit_verify().await.unwrap().intact);
 }
+
+/// Puts that succeed and puts that are refused (stale check-and-set, deleted secret, missing
+/// environment) all at once, with audited reads beside them: they share group commits, so a
+/// refused put must change nothing and add no event, while the others commit with theirs.
+async fn mixed_concurrent_puts(h: H) {
+    let a = actor("acme/ci-bot");
+    let st = scope("acme/staging");
+    for n in ["cas", "gone", "read"] {
+        h.kr.put_secret(&a, &st, n, b"v1", ContentType::Text, Some(0), None)
+            .await
+            .unwrap();
+    }
+    h.kr.delete_secret(&a, &st, "gone", None).await.unwrap();
+    let before = h.store.audit_verify().await.unwrap().events;
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let kr = h.kr.clone();
+        let st = st.clone();
+        tasks.push(tokio::spawn(async move {
+            let a = actor("acme/ci-bot");
+            let r = match i % 5 {
+                0 => kr
+                    .put_secret(&a, &st, "cas", b"x", ContentType::Text, Some(7), None)
+                    .await
+                    .map(|_| ()),
+                1 => kr
+                    .put_secret(&a, &st, "gone", b"x", ContentType::Text, None, None)
+                    .await
+                    .map(|_| ()),
+                2 => kr
+                    .put_secret(
+                        &a,
+                        &scope("acme/nowhere"),
+                        "s",
+                        b"x",
+                        ContentType::Text,
+                        Some(0),
+                        None,
+                    )
+                    .await
+                    .map(|_| ()),
+                3 => kr
+                    .read_secret(&a, &st, "read", Which::Current)
+                    .await
+                    .map(|_| ()),
+                _ => kr
+                    .put_secret(
+                        &a,
+                        &st,
+                        &format!("new-{i}"),
+                        b"fresh",
+                        ContentType::Text,
+                        Some(0),
+                        None,
+                    )
+                    .await
+                    .map(|i| assert_eq!(i.current_version, 1)),
+            };
+            (i % 5, r.map_err(|e| e.code()))
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            (0, r) | (1, r) => assert_eq!(r, Err(Code::Conflict)),
+            (2, r) => assert_eq!(r, Err(Code::NotFound)),
+            (_, r) => r.unwrap(),
+        }
+    }
+    // Refused puts changed nothing.
+    assert_eq!(
+        h.kr.secret_info(&st, "cas").await.unwrap().current_version,
+        1
+    );
+    let gone = h.kr.secret_info(&st, "gone").await.unwrap();
+    assert_eq!(
+        (gone.current_version, gone.state),
+        (1, SecretState::Deleted)
+    );
+    assert!(h.kr.secret_info(&scope("acme/nowhere"), "s").await.is_err());
+    for i in (4..40).step_by(5) {
+        let v =
+            h.kr.read_secret(&a, &st, &format!("new-{i}"), Which::Current)
+                .await
+                .unwrap();
+        assert_eq!(v.value.as_deref(), Some("fresh"));
+    }
+    // One event per successful put and read (8 + 8), none for the refusals, and the 8 reads
+    // of the new secrets just made.
+    let report = h.store.audit_verify().await.unwrap();
+    assert!(report.intact);
+    assert_eq!(report.events - before, 24);
+}
+
+#[tokio::test]
+async fn refused_puts_in_a_group_commit_change_nothing_sqlite() {
+    mixed_concurrent_puts(H::new().await).await;
+}
+
+#[tokio::test]
+async fn refused_puts_in_a_group_commit_change_nothing_postgres() {
+    let Some(url) = crate::harness::fresh_pg().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let setup = crate::harness::file_setup(dir.path());
+    mixed_concurrent_puts(H::with(dir, url, setup).await).await;
+}
