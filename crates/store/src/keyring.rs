@@ -103,6 +103,27 @@ pub struct KeyChange {
     pub deletion_at: Option<Option<OffsetDateTime>>,
 }
 
+/// Binds a key's fields as `$1..$14`, in `KEY_COLS` order.
+pub(crate) fn bind_key<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    key: &'q KeyRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&key.id)
+        .bind(key.purpose.as_str())
+        .bind(key.scope.to_string())
+        .bind(&key.name)
+        .bind(key.parent.clone())
+        .bind(key.state.as_str())
+        .bind(key.current_version as i64)
+        .bind(key.min_decrypt_version as i64)
+        .bind(key.rotation_days as i64)
+        .bind(key.next_rotation_at.map(ts))
+        .bind(key.deletion_at.map(ts))
+        .bind(&key.description)
+        .bind(ts(key.created_at))
+        .bind(&key.created_by)
+}
+
 pub(crate) const KEY_COLS: &str =
     "id, purpose, scope, name, parent, state, current_version, min_decrypt_version, \
     rotation_days, next_rotation_at, deletion_at, description, created_at, created_by";
@@ -443,25 +464,10 @@ pub(crate) async fn insert_key(
             key.id
         )));
     }
-    sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    ))
-    .bind(&key.id)
-    .bind(key.purpose.as_str())
-    .bind(key.scope.to_string())
-    .bind(&key.name)
-    .bind(key.parent.clone())
-    .bind(key.state.as_str())
-    .bind(key.current_version as i64)
-    .bind(key.min_decrypt_version as i64)
-    .bind(key.rotation_days as i64)
-    .bind(key.next_rotation_at.map(ts))
-    .bind(key.deletion_at.map(ts))
-    .bind(&key.description)
-    .bind(ts(key.created_at))
-    .bind(&key.created_by)
-    .execute(&mut *tx)
-    .await?;
+    );
+    bind_key(sqlx::query(&sql), key).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO key_versions (key_id, version, wrapped, created_at) VALUES ($1, 1, $2, $3)",
     )

@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use crate::audit::NewEvent;
-use crate::keyring::{insert_key, row_to_key_p, KeyRecord, KEY_COLS, KEY_COLS_K};
+use crate::keyring::{bind_key, insert_key, row_to_key_p, KeyRecord, KEY_COLS, KEY_COLS_K};
 use crate::writer::{BoxFut, Change};
 use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
 
@@ -237,33 +237,25 @@ impl PutSecret {
         let (Some((key, wrapped)), Scope::Environment(t, e)) = (&self.new_key, &self.scope) else {
             return Ok(None);
         };
-        let scope_s = self.scope.to_string();
-        let inserted = sqlx::query(&format!(
+        // $3 is the key's scope, which must be the secret's.
+        if key.scope != self.scope {
+            return Err(StoreError::Corrupt(
+                "a secret's key must live in the secret's scope".into(),
+            ));
+        }
+        let sql = format!(
             "INSERT INTO keys ({KEY_COLS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
              FROM environments WHERE tenant = $15 AND name = $16 \
              AND NOT EXISTS (SELECT 1 FROM keys WHERE id = $1) \
              AND NOT EXISTS (SELECT 1 FROM secrets WHERE scope = $3 AND name = $17)"
-        ))
-        .bind(&key.id)
-        .bind(key.purpose.as_str())
-        .bind(&scope_s)
-        .bind(&key.name)
-        .bind(key.parent.clone())
-        .bind(key.state.as_str())
-        .bind(key.current_version as i64)
-        .bind(key.min_decrypt_version as i64)
-        .bind(key.rotation_days as i64)
-        .bind(key.next_rotation_at.map(ts))
-        .bind(key.deletion_at.map(ts))
-        .bind(&key.description)
-        .bind(ts(key.created_at))
-        .bind(&key.created_by)
-        .bind(t.as_str())
-        .bind(e.as_str())
-        .bind(&self.name)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        );
+        let inserted = bind_key(sqlx::query(&sql), key)
+            .bind(t.as_str())
+            .bind(e.as_str())
+            .bind(&self.name)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         if inserted == 0 {
             return Ok(None);
         }
