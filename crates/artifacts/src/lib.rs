@@ -239,14 +239,14 @@ impl Registry {
             .map(|p| (p.ecosystem, p.ecosystem.normalize(&p.name)))
             .collect();
         let advisories = self.store.advisories_for(&names).await?;
-        let database = self.store.advisory_status().await?;
+        let database_advisories = self.store.advisory_count().await?;
         Ok(Some(ScanReport {
             findings: scan::findings(&inv.packages, &advisories),
             lockfiles: inv.lockfiles,
             packages: inv.packages.len() as u64,
             unpinned: inv.unpinned,
             unreadable: inv.unreadable,
-            database_advisories: database.advisories,
+            database_advisories,
         }))
     }
 

@@ -43,8 +43,10 @@ impl Loader<'_> {
             Value::Array(items) => items,
             one => vec![one],
         };
+        // Each record's share of the file: close enough to its size in the request.
+        let share = raw.len() / records.len().max(1);
         for r in records {
-            self.bytes += raw.len().min(BATCH_BYTES);
+            self.bytes += share;
             self.batch.push(r);
             if self.batch.len() >= BATCH_RECORDS || self.bytes >= BATCH_BYTES {
                 self.flush().await?;

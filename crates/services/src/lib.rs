@@ -170,13 +170,13 @@ impl Services {
         let (tenant, _) = env_parts(scope)?;
         let r = ArtifactRef::parse(&format!("{tenant}/{}", spec.artifact))
             .map_err(|e| ServiceError::Invalid(e.message))?;
-        let artifact = self.registry.show(&r).await.map_err(|e| match e {
+        let artifact = self.registry.record(&r).await.map_err(|e| match e {
             artifacts::ArtifactError::Store(StoreError::NotFound(_)) => {
                 ServiceError::Invalid(format!("artifact {r} does not exist: push it first"))
             }
             e => e.into(),
         })?;
-        self.check_policy(scope, &r, artifact.scan.as_ref()).await?;
+        self.check_policy(scope, &r).await?;
         // A program given by a relative path must be an executable file of the artifact.
         let program = &spec.command[0];
         if !program.starts_with('/') && program.contains('/') {
@@ -214,13 +214,17 @@ impl Services {
         {
             Ok(rev) => Ok(rev),
             Err(e) => {
-                // Undo the routes this deploy created: a refused deploy leaves nothing.
-                for name in created {
-                    if let Err(e) = self.store.delete_route(actor, scope, name.as_str()).await {
-                        tracing::warn!(route = %name, error = %e, "cannot remove a route a failed deploy created");
-                    }
-                }
+                self.undo_routes(actor, scope, &created).await;
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Removes the routes a refused deploy created: it leaves nothing behind.
+    async fn undo_routes(&self, actor: &Actor, scope: &Scope, created: &[Name]) {
+        for name in created {
+            if let Err(e) = self.store.delete_route(actor, scope, name.as_str()).await {
+                tracing::warn!(route = %name, error = %e, "cannot remove a route a refused deploy created");
             }
         }
     }
@@ -285,9 +289,7 @@ impl Services {
             {
                 Ok(_) => created.push(name),
                 Err(e) => {
-                    for n in &created {
-                        let _ = self.store.delete_route(actor, scope, n.as_str()).await;
-                    }
+                    self.undo_routes(actor, scope, &created).await;
                     return Err(e.into());
                 }
             }
@@ -298,18 +300,17 @@ impl Services {
     /// Refuses an artifact whose findings the artifact policy blocks in this kind of
     /// environment. Rollbacks are not checked: returning to a revision that ran is how an
     /// incident ends, and the policy must not stand in its way.
-    async fn check_policy(
-        &self,
-        scope: &Scope,
-        r: &ArtifactRef,
-        scan: Option<&model::scan::ScanReport>,
-    ) -> Result<()> {
-        let Some(scan) = scan else {
-            return Ok(());
-        };
+    async fn check_policy(&self, scope: &Scope, r: &ArtifactRef) -> Result<()> {
         let (tenant, env) = env_parts(scope)?;
         let kind = self.store.environment(&tenant, &env).await?.kind;
         let block = self.store.artifact_policy().await?.for_kind(kind);
+        // Scanned only when the policy could refuse something here.
+        if block == model::scan::BlockAt::None {
+            return Ok(());
+        }
+        let Some(scan) = self.registry.scan(r).await? else {
+            return Ok(());
+        };
         let blocked: Vec<_> = scan
             .findings
             .iter()

@@ -154,6 +154,15 @@ impl Store {
         serde_json::from_str(&row.try_get::<String, _>("doc")?).map_err(|e| corrupt(id, e))
     }
 
+    /// How many advisories the database holds (what a scan reports it ran against).
+    pub async fn advisory_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM advisories")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(n as u64)
+    }
+
     /// How large the database is, and when it was last loaded.
     pub async fn advisory_status(&self) -> Result<DatabaseStatus> {
         let row = sqlx::query("SELECT COUNT(*) AS n, MAX(loaded_at) AS at FROM advisories")
