@@ -33,7 +33,7 @@ use crate::snapshot::{Endpoint, Route, RouteTable, Upstream};
 pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// Most endpoints one request is tried on.
-const MAX_ATTEMPTS: usize = 3;
+pub(crate) const MAX_ATTEMPTS: usize = 3;
 /// Consecutive failures (connect errors, 502/503/504) that eject an endpoint.
 const EJECT_AFTER: u32 = 5;
 /// First ejection lasts this long; each further one adds as much, up to `MAX_EJECTION`.
@@ -80,7 +80,7 @@ impl Scheme {
 }
 
 /// The upstream connections of `serve` and `handle`; each worker runtime has its own.
-type Clients = Arc<Pool>;
+pub(crate) type Clients = Arc<Pool>;
 
 /// The proxy of one listener: its current routing snapshot and its upstream connection pool
 /// (one per worker runtime with `spawn_workers`).
@@ -180,7 +180,7 @@ impl Proxy {
         ep.is_ejected(self.now_ms())
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
@@ -293,13 +293,20 @@ impl Proxy {
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
             let clients = clients.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 proxy.connections.fetch_add(1, Ordering::Relaxed);
+                let conn = Accepted {
+                    peer,
+                    scheme,
+                    clients,
+                    shutdown,
+                };
                 match acceptor {
                     None => {
                         proxy
                             .clone()
-                            .serve_conn(&builder, watcher, tcp, peer, scheme, clients)
+                            .serve_conn(&builder, watcher, tcp, conn, false)
                             .await
                     }
                     Some(tls) => {
@@ -308,9 +315,10 @@ impl Proxy {
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(tls)) => {
+                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                                 proxy
                                     .clone()
-                                    .serve_conn(&builder, watcher, tls, peer, scheme, clients)
+                                    .serve_conn(&builder, watcher, tls, conn, h2)
                                     .await
                             }
                             Ok(Err(e)) => {
@@ -334,22 +342,39 @@ impl Proxy {
         }
     }
 
-    /// Serves HTTP/1.1 or HTTP/2 (with upgrades) on one accepted connection.
+    /// Serves one accepted connection: HTTP/1.1 on the edge's own path (`h1`); HTTP/2 (by
+    /// ALPN, or its preface on plain HTTP) and whatever that path hands over on hyper's,
+    /// with upgrades.
     async fn serve_conn<I>(
         self: Arc<Self>,
         builder: &auto::Builder<TokioExecutor>,
         watcher: hyper_util::server::graceful::Watcher,
         io: I,
-        peer: SocketAddr,
-        scheme: Scheme,
-        clients: Clients,
+        conn: Accepted,
+        h2: bool,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let Accepted {
+            peer,
+            scheme,
+            clients,
+            shutdown,
+        } = conn;
+        let client = ClientInfo::new(peer, scheme);
+        // The watcher lives as long as the connection: graceful shutdown waits for it.
+        let (io, pre) = if h2 {
+            (io, Bytes::new())
+        } else {
+            match self.serve_h1(io, &client, &clients, shutdown).await {
+                crate::h1::Served::Done => return,
+                crate::h1::Served::HandOver(io, pre) => (io, pre),
+            }
+        };
         // What every request of the connection needs, shared by reference counts that only
         // this connection's thread touches (the proxy's own count is shared by the workers).
         // The client's address as a header value is made once per connection.
-        let ctx = Arc::new((self, clients, ClientInfo::new(peer, scheme)));
+        let ctx = Arc::new((self, clients, client));
         let svc = service_fn(move |req| {
             let ctx = ctx.clone();
             async move {
@@ -357,7 +382,8 @@ impl Proxy {
                 Ok::<_, Infallible>(proxy.handle_with(clients, req, client).await)
             }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        let io = TokioIo::new(crate::wire::Rewind::new(pre, io));
+        let conn = builder.serve_connection_with_upgrades(io, svc);
         let _ = watcher.watch(conn.into_owned()).await;
     }
 
@@ -404,44 +430,15 @@ impl Proxy {
         let request_id = ensure_request_id(req.headers_mut());
         let (method, path) = (req.method().clone(), uri.path());
         let started = Instant::now();
-        if scheme == Scheme::Http && method == http::Method::GET {
-            if let (Some(token), Some(source)) = (
-                path.strip_prefix(ACME_CHALLENGE_PREFIX),
-                self.challenges.get(),
-            ) {
-                return match source(token) {
-                    Some(auth) => plain_response(auth),
-                    None => error(
-                        StatusCode::NOT_FOUND,
-                        Code::NotFound,
-                        "no pending ACME challenge for this token",
-                    ),
-                };
-            }
-        }
         // A request that finds no available endpoint on its snapshot is routed again on a
         // newer one (an endpoint it could have used may have moved there); bounded.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let Some(route) = table.find(host, path) else {
-                if let Some(source) = self.metrics_source.get() {
-                    if path == "/metrics" && method == http::Method::GET {
-                        return metrics_response(source());
-                    }
-                }
-                self.unrouted.fetch_add(1, Ordering::Relaxed);
-                return error(
-                    StatusCode::NOT_FOUND,
-                    Code::NotFound,
-                    "no route for this host and path",
-                );
+            let route = match self.dispatch(&table, scheme, &method, host, &uri) {
+                Dispatch::Answer(resp) => return full(resp),
+                Dispatch::Forward(route) => route,
             };
-            if let (Scheme::Http, Some(port), false) =
-                (scheme, self.https_port.get(), route.allow_http)
-            {
-                return redirect(host, *port, req.uri());
-            }
             let fwd = Forwarded {
                 host,
                 host_value: host_value.as_ref(),
@@ -478,44 +475,87 @@ impl Proxy {
         }
     }
 
+    /// What the edge does with a request before forwarding it: ACME HTTP-01 challenges,
+    /// the route it matches (or `/metrics`, or 404), the redirect to HTTPS.
+    pub(crate) fn dispatch<'t>(
+        &self,
+        table: &'t RouteTable,
+        scheme: Scheme,
+        method: &http::Method,
+        host: &str,
+        uri: &Uri,
+    ) -> Dispatch<'t> {
+        let path = uri.path();
+        if scheme == Scheme::Http && method == http::Method::GET {
+            if let (Some(token), Some(source)) = (
+                path.strip_prefix(ACME_CHALLENGE_PREFIX),
+                self.challenges.get(),
+            ) {
+                return Dispatch::Answer(match source(token) {
+                    Some(auth) => plain_response(auth),
+                    None => json_error(
+                        StatusCode::NOT_FOUND,
+                        Code::NotFound,
+                        "no pending ACME challenge for this token",
+                    ),
+                });
+            }
+        }
+        let Some(route) = table.find(host, path) else {
+            if let Some(source) = self.metrics_source.get() {
+                if path == "/metrics" && method == http::Method::GET {
+                    return Dispatch::Answer(metrics_response(source()));
+                }
+            }
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+            return Dispatch::Answer(json_error(
+                StatusCode::NOT_FOUND,
+                Code::NotFound,
+                "no route for this host and path",
+            ));
+        };
+        if let (Scheme::Http, Some(port), false) = (scheme, self.https_port.get(), route.allow_http)
+        {
+            return Dispatch::Answer(redirect(host, *port, uri));
+        }
+        Dispatch::Forward(route)
+    }
+
     /// Records a routed request's metrics and access log line and sets its request id.
     fn finish(&self, d: Done<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
-        let (route, host, method, path, request_id, peer, started) = (
-            d.route,
-            d.host,
-            d.method,
-            d.path,
-            d.request_id,
-            d.peer,
-            d.started,
-        );
-        let upstream = d.upstream;
-        let elapsed = started.elapsed();
-        route.stats.record(resp.status().as_u16(), elapsed);
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        self.record(&d, resp.status().as_u16(), bytes);
+        resp.headers_mut()
+            .insert(X_REQUEST_ID, d.request_id.clone());
+        resp
+    }
+
+    /// Counts a routed request in its route's metrics and writes its access log line.
+    /// `bytes` is the response's length as it says (`-` when unknown).
+    pub(crate) fn record(&self, d: &Done<'_>, status: u16, bytes: &str) {
+        let elapsed = d.started.elapsed();
+        d.route.stats.record(status, elapsed);
         if self.access_log.load(Ordering::Relaxed) {
-            let upstream = upstream.map(|u| u.to_string());
-            let bytes = resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
+            let upstream = d.upstream.map(|u| u.to_string());
             tracing::info!(
                 target: "gantry::access",
-                route = %route.id,
-                method = %method,
-                host = %host,
-                path = %path,
-                status = resp.status().as_u16(),
+                route = %d.route.id,
+                method = %d.method,
+                host = %d.host,
+                path = %d.path,
+                status = status,
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 upstream = upstream.as_deref().unwrap_or("-"),
                 bytes = bytes,
-                request_id = request_id.to_str().unwrap_or("-"),
-                client = %peer.ip(),
+                request_id = d.request_id.to_str().unwrap_or("-"),
+                client = %d.peer.ip(),
                 "access"
             );
         }
-        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
-        resp
     }
 
     /// Forwards a routed request (limits, endpoint choice, retries, outlier accounting) and
@@ -661,7 +701,7 @@ impl Proxy {
 
     /// Passive outlier detection: consecutive failures eject an endpoint for a growing
     /// interval, unless it is the last one available.
-    fn account(&self, upstream: &Upstream, ep: &Endpoint, failed: bool) {
+    pub(crate) fn account(&self, upstream: &Upstream, ep: &Endpoint, failed: bool) {
         if !failed {
             // Read first: a write on every success would bounce the endpoint's cache line
             // between the workers' cores.
@@ -681,6 +721,15 @@ impl Proxy {
             tracing::warn!(upstream = %upstream.name, endpoint = %ep.addr, seconds = dur.as_secs(), "ejected a failing endpoint");
         }
     }
+}
+
+/// An accepted connection's context.
+struct Accepted {
+    peer: SocketAddr,
+    scheme: Scheme,
+    clients: Clients,
+    /// Turns true when the listener shuts down.
+    shutdown: watch::Receiver<bool>,
 }
 
 /// The worker threads serving one address (`Proxy::spawn_workers`).
@@ -770,10 +819,10 @@ impl Accept for CountingListener<'_> {
 }
 
 /// Counts a request in flight on an endpoint for as long as it lives.
-struct InFlight<'a>(&'a Endpoint);
+pub(crate) struct InFlight<'a>(&'a Endpoint);
 
 impl<'a> InFlight<'a> {
-    fn new(ep: &'a Endpoint) -> InFlight<'a> {
+    pub(crate) fn new(ep: &'a Endpoint) -> InFlight<'a> {
         ep.in_flight.add(1);
         InFlight(ep)
     }
@@ -887,14 +936,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// The client of a connection, as the forwarding headers tell it.
 #[derive(Clone)]
 pub(crate) struct ClientInfo {
-    peer: SocketAddr,
-    scheme: Scheme,
+    pub(crate) peer: SocketAddr,
+    pub(crate) scheme: Scheme,
     /// `peer`'s IP address as a header value (`x-forwarded-for`).
     ip: HeaderValue,
 }
 
 impl ClientInfo {
-    fn new(peer: SocketAddr, scheme: Scheme) -> ClientInfo {
+    pub(crate) fn new(peer: SocketAddr, scheme: Scheme) -> ClientInfo {
         let ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ClientInfo { peer, scheme, ip }
@@ -904,17 +953,17 @@ impl ClientInfo {
 /// What a forwarded request says about where it came from.
 pub(crate) struct Forwarded<'a> {
     /// The host the request was routed by.
-    host: &'a str,
+    pub(crate) host: &'a str,
     /// The client's `host` header, when `host` came from it.
-    host_value: Option<&'a HeaderValue>,
-    client: &'a ClientInfo,
+    pub(crate) host_value: Option<&'a HeaderValue>,
+    pub(crate) client: &'a ClientInfo,
 }
 
 /// Turns the client's request head into the upstream's, once, before the first attempt:
 /// the path as the upstream sees it (prefix stripped), the forwarding headers
 /// (`forward_headers`), the route's request header rules and, for an upgrade, `connection`
 /// and `upgrade` again.
-fn prepare_upstream(
+pub(crate) fn prepare_upstream(
     parts: &mut http::request::Parts,
     route: &Route,
     fwd: &Forwarded<'_>,
@@ -1131,22 +1180,29 @@ fn downstream_response(
     Response::from_parts(parts, Either::Left(UpstreamBody::new(body, checkin)))
 }
 
-/// What `finish` needs to know about a routed request.
-struct Done<'a> {
-    route: &'a Route,
-    host: &'a str,
-    method: &'a http::Method,
-    path: &'a str,
-    request_id: &'a HeaderValue,
-    peer: SocketAddr,
-    started: Instant,
+/// What the edge does with a request before forwarding it (`Proxy::dispatch`).
+pub(crate) enum Dispatch<'t> {
+    /// Answered by the edge itself.
+    Answer(Response<Bytes>),
+    Forward(&'t Route),
+}
+
+/// What `record` needs to know about a routed request.
+pub(crate) struct Done<'a> {
+    pub(crate) route: &'a Route,
+    pub(crate) host: &'a str,
+    pub(crate) method: &'a http::Method,
+    pub(crate) path: &'a str,
+    pub(crate) request_id: &'a HeaderValue,
+    pub(crate) peer: SocketAddr,
+    pub(crate) started: Instant,
     /// The endpoint that answered, if one did.
-    upstream: Option<SocketAddr>,
+    pub(crate) upstream: Option<SocketAddr>,
 }
 
 /// The request's `x-request-id` when it is sane, or a new one set on the request; the
 /// upstream sees it and the client gets it back.
-fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     let sane = |v: &HeaderValue| {
         let v = v.as_bytes();
         !v.is_empty()
@@ -1177,7 +1233,7 @@ fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
 }
 
 /// `308 Permanent Redirect` to the same host, path and query on HTTPS (`port`).
-fn redirect(host: &str, port: u16, uri: &Uri) -> Response<RespBody> {
+fn redirect(host: &str, port: u16, uri: &Uri) -> Response<Bytes> {
     let host = crate::snapshot::strip_port(host);
     let host = if host.contains(':') {
         format!("[{host}]")
@@ -1190,16 +1246,16 @@ fn redirect(host: &str, port: u16, uri: &Uri) -> Response<RespBody> {
         p => format!("https://{host}:{p}{pq}"),
     };
     let Ok(location) = HeaderValue::from_str(&location) else {
-        return error(StatusCode::BAD_REQUEST, Code::BadRequest, "invalid host");
+        return json_error(StatusCode::BAD_REQUEST, Code::BadRequest, "invalid host");
     };
-    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    let mut r = Response::new(Bytes::new());
     *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
     r.headers_mut().insert(header::LOCATION, location);
     r
 }
 
-fn plain_response(text: String) -> Response<RespBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(text))));
+fn plain_response(text: String) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from(text));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -1207,8 +1263,8 @@ fn plain_response(text: String) -> Response<RespBody> {
     r
 }
 
-fn metrics_response(text: String) -> Response<RespBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(text))));
+fn metrics_response(text: String) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from(text));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -1216,9 +1272,19 @@ fn metrics_response(text: String) -> Response<RespBody> {
     r
 }
 
+/// An answer of the edge's own for the hyper path.
+fn full(r: Response<Bytes>) -> Response<RespBody> {
+    r.map(|b| Either::Right(Full::new(b)))
+}
+
 fn error(status: StatusCode, code: Code, message: &str) -> Response<RespBody> {
+    full(json_error(status, code, message))
+}
+
+/// A JSON error answer (`{"error":{"code","message"}}`).
+pub(crate) fn json_error(status: StatusCode, code: Code, message: &str) -> Response<Bytes> {
     let body = serde_json::to_vec(&ErrorBody::new(code, message)).unwrap_or_default();
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

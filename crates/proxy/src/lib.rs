@@ -9,11 +9,13 @@
 mod balance;
 pub mod certs;
 mod forward;
+mod h1;
 pub mod health;
 pub mod metrics;
 mod pool;
 mod rng;
 mod snapshot;
+mod wire;
 
 pub use balance::Balancer;
 pub use certs::{CertEntry, CertTable, SniResolver};

@@ -37,6 +37,8 @@ const REAP_EVERY: Duration = Duration::from_secs(10);
 /// Most idle HTTP/1.1 connections kept per endpoint (per worker).
 const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Initial read buffer of a connection of the edge's own HTTP/1.1 path.
+pub(crate) const RAW_BUF: usize = 8 * 1024;
 
 /// Why a request got no answer from an endpoint.
 #[derive(Debug)]
@@ -97,7 +99,19 @@ impl Hasher for AddrHasher {
 #[derive(Default)]
 struct Slot {
     idle: Vec<(H1, Instant)>,
+    /// Idle connections of the edge's own HTTP/1.1 path (`h1`).
+    raw: Vec<(Raw, Instant)>,
     h2: Option<H2>,
+}
+
+/// An HTTP/1.1 connection to an upstream for the edge's own HTTP/1.1 path: the socket and
+/// its read buffer (empty whenever the connection is idle).
+pub(crate) struct Raw {
+    pub(crate) tcp: tokio::net::TcpStream,
+    pub(crate) buf: bytes::BytesMut,
+    /// Whether it served a request before (a reused connection may have been closed by
+    /// the upstream meanwhile).
+    pub(crate) reused: bool,
 }
 
 /// The upstream connections of one worker.
@@ -137,7 +151,7 @@ impl Pool {
             }
         }
         let io = match self.connect(addr).await {
-            Ok(io) => io,
+            Ok(tcp) => TokioIo::new(tcp),
             Err(e) => return Err(SendError::Connect(e, Some(Box::new(req)))),
         };
         let (mut conn, task) = match http1::Builder::new().handshake(io).await {
@@ -183,7 +197,7 @@ impl Pool {
             }
         }
         let io = match self.connect(addr).await {
-            Ok(io) => io,
+            Ok(tcp) => TokioIo::new(tcp),
             Err(e) => return Err(SendError::Connect(e, Some(Box::new(req)))),
         };
         let handshake = http2::Builder::new(TokioExecutor::new())
@@ -209,10 +223,7 @@ impl Pool {
         conn.send_request(req).await.map_err(SendError::Http)
     }
 
-    async fn connect(
-        self: &Arc<Self>,
-        addr: SocketAddr,
-    ) -> std::io::Result<TokioIo<tokio::net::TcpStream>> {
+    async fn connect(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
         {
@@ -227,7 +238,50 @@ impl Pool {
         };
         let _ = tcp.set_nodelay(true);
         self.start_reaper();
-        Ok(TokioIo::new(tcp))
+        Ok(tcp)
+    }
+
+    /// A new connection to `addr` for the edge's own HTTP/1.1 path.
+    pub(crate) async fn connect_raw(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<Raw> {
+        let tcp = self.connect(addr).await?;
+        Ok(Raw {
+            tcp,
+            buf: bytes::BytesMut::with_capacity(RAW_BUF),
+            reused: false,
+        })
+    }
+
+    /// The most recently used idle connection of the edge's own HTTP/1.1 path to `addr`
+    /// that is still open: one the upstream closed (or sent bytes on, unasked) is dropped.
+    /// The check costs no system call while the socket has not turned readable.
+    pub(crate) fn checkout_raw(&self, addr: SocketAddr) -> Option<Raw> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = slots.get_mut(&addr)?;
+        let now = Instant::now();
+        while let Some((mut conn, since)) = slot.raw.pop() {
+            if now.duration_since(since) >= IDLE_TIMEOUT {
+                continue;
+            }
+            match conn.tcp.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    conn.reused = true;
+                    return Some(conn);
+                }
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Gives back a connection of the edge's own HTTP/1.1 path whose exchange ended
+    /// cleanly (the whole response read, nothing more).
+    pub(crate) fn checkin_raw(&self, addr: SocketAddr, mut conn: Raw) {
+        conn.buf.clear();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = slots.entry(addr).or_default();
+        if slot.raw.len() < MAX_IDLE {
+            slot.raw.push((conn, Instant::now()));
+        }
     }
 
     /// The most recently used idle connection to `addr` that is still open.
@@ -286,10 +340,12 @@ impl Pool {
         slots.retain(|_, slot| {
             slot.idle
                 .retain(|(c, since)| !c.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+            slot.raw
+                .retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
             if slot.h2.as_ref().is_some_and(|c| c.is_closed()) {
                 slot.h2 = None;
             }
-            !slot.idle.is_empty() || slot.h2.is_some()
+            !slot.idle.is_empty() || !slot.raw.is_empty() || slot.h2.is_some()
         });
     }
 

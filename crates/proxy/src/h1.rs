@@ -1,0 +1,1041 @@
+//! The edge's own HTTP/1.1 path: serves a client connection request after request, routes
+//! each one with the same `Proxy::dispatch` as the hyper path, writes the upstream request
+//! head it prepared once to a pooled upstream connection, and copies the answer back, all
+//! in the connection's task.
+//!
+//! Why by hand, when hyper serves HTTP/1.1 well: a proxy built from hyper's server and
+//! client spends most of its instructions between them (a body channel, a dispatch task
+//! per upstream connection, the upstream's answer parsed into a second header map and
+//! written out again from it). This path parses with httparse (hyper's own parser), keeps
+//! the upstream's header lines as bytes and copies them through, as nginx and Pingora do.
+//!
+//! It takes plain HTTP/1.1 requests without a body or with a `content-length` one. Anything
+//! else (HTTP/1.0, `transfer-encoding`, `expect`, upgrades, CONNECT, routes to h2c
+//! upstreams, HTTP/2's preface) hands the connection, with the bytes already read, to
+//! hyper for the rest of its life (`Served::HandOver`).
+//!
+//! It must never send a request twice unless it cannot have reached the upstream (the
+//! retry rules of `forward`), never reuse a client or upstream connection whose message
+//! was not read to its end, and never forward a message whose length is ambiguous.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
+use model::Code;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+use crate::forward::{
+    ensure_request_id, json_error, prepare_upstream, ClientInfo, Clients, Dispatch, Done,
+    Forwarded, InFlight, MAX_ATTEMPTS,
+};
+use crate::pool::{Raw, RAW_BUF};
+use crate::snapshot::Route;
+use crate::wire::{self, Framing, MAX_HEAD};
+use crate::Proxy;
+
+/// A client has this long to send a request head (waiting for the next request included).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most header fields in a head on this path (more: 431 for a request, 502 for an answer).
+const FIELDS: usize = 64;
+/// Bytes read at a time while copying a body.
+const COPY_BUF: usize = 32 * 1024;
+/// HTTP/2's connection preface, which a client with prior knowledge starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// How a connection's service by this path ended.
+pub(crate) enum Served<I> {
+    /// The connection is done (closed by either side, timed out, or shut down).
+    Done,
+    /// Hyper serves the rest: the connection and the bytes already read from it.
+    HandOver(I, Bytes),
+}
+
+/// What follows a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The next request on the same connection.
+    Again,
+    Close,
+    HandOver,
+}
+
+/// A header field by its place in a head: name start and end, value start and end.
+type Field = (u32, u32, u32, u32);
+
+/// A client connection and its buffers, kept across its requests.
+struct Conn<I> {
+    io: I,
+    /// Bytes read from the client and not used yet.
+    buf: BytesMut,
+    /// What is written to the client next.
+    out: Vec<u8>,
+    /// The upstream request head of the current request (sent again as is on a retry).
+    up_head: Vec<u8>,
+    /// The header fields of the current upstream answer.
+    fields: Vec<Field>,
+    /// The timer of the current wait (request head, upstream answer), reset each time.
+    timer: Pin<Box<Sleep>>,
+}
+
+/// An upstream's answer head, by places in its connection's buffer.
+struct UpHead {
+    status: u16,
+    reason: (u32, u32),
+    /// Where the head ends (the body starts) in the buffer.
+    len: usize,
+    framing: Framing,
+    /// The `transfer-encoding` field, when the body is chunked.
+    transfer_encoding: Option<(u32, u32)>,
+    /// The `content-length` value (for the access log).
+    length: Option<(u32, u32)>,
+    /// Whether the upstream keeps the connection open after this answer.
+    keep_alive: bool,
+    /// Whether the request's whole body went to the upstream (an upstream may answer
+    /// before reading it all).
+    body_sent: bool,
+}
+
+/// Why an exchange with an upstream gave no answer head.
+enum Failure {
+    /// No connection could be opened: the request never reached the upstream.
+    Connect(std::io::Error),
+    /// The upstream closed or broke the connection before its answer head ended;
+    /// `stale` when that was a reused connection that gave back nothing at all.
+    Broken {
+        stale: bool,
+    },
+    /// The answer head was not HTTP/1.1 this path can pass on.
+    Malformed,
+    TimedOut,
+    /// The client went away while its body was being read.
+    ClientGone,
+}
+
+impl Proxy {
+    /// Serves a client connection on this path until it ends or must go to hyper.
+    pub(crate) async fn serve_h1<I>(
+        &self,
+        io: I,
+        client: &ClientInfo,
+        clients: &Clients,
+        shutdown: watch::Receiver<bool>,
+    ) -> Served<I>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut c = Conn {
+            io,
+            buf: BytesMut::with_capacity(RAW_BUF),
+            out: Vec::with_capacity(1024),
+            up_head: Vec::with_capacity(1024),
+            fields: Vec::with_capacity(16),
+            timer: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
+        };
+        // Shutdown closes a connection between requests (an idle one at once).
+        let mut signal = shutdown.clone();
+        let stop = async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stop);
+        let mut first = true;
+        loop {
+            c.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + HEAD_TIMEOUT);
+            // Read a whole head.
+            let parsed = loop {
+                if !c.buf.is_empty() {
+                    if first {
+                        let n = c.buf.len().min(H2_PREFACE.len());
+                        if c.buf[..n] == H2_PREFACE[..n] {
+                            if n == H2_PREFACE.len() {
+                                let pre = c.buf.split().freeze();
+                                return Served::HandOver(c.io, pre);
+                            }
+                        } else {
+                            first = false;
+                        }
+                    }
+                    if !first {
+                        match parse_request(&c.buf) {
+                            Ok(Some(p)) => break p,
+                            Ok(None) if c.buf.len() >= MAX_HEAD => {
+                                let resp = json_error(
+                                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                    Code::BadRequest,
+                                    "the request head is too large",
+                                );
+                                write_answer(&mut c, resp, None, false, false).await;
+                                return Served::Done;
+                            }
+                            Ok(None) => {}
+                            Err(status) => {
+                                let message = if status == StatusCode::BAD_REQUEST {
+                                    "the request is not valid HTTP/1.1"
+                                } else {
+                                    "the request has too many header fields"
+                                };
+                                let resp = json_error(status, Code::BadRequest, message);
+                                write_answer(&mut c, resp, None, false, false).await;
+                                return Served::Done;
+                            }
+                        }
+                    }
+                }
+                c.buf.reserve(RAW_BUF);
+                tokio::select! {
+                    biased;
+                    r = c.io.read_buf(&mut c.buf) => match r {
+                        Ok(0) | Err(_) => return Served::Done,
+                        Ok(_) => {}
+                    },
+                    _ = &mut stop, if c.buf.is_empty() => return Served::Done,
+                    _ = c.timer.as_mut() => return Served::Done,
+                }
+            };
+            first = false;
+            let head = c.buf.split_to(parsed.len).freeze();
+            let next = match parsed.request(&head) {
+                Err((status, message)) => {
+                    let resp = json_error(status, Code::BadRequest, message);
+                    write_answer(&mut c, resp, None, false, false).await;
+                    Next::Close
+                }
+                Ok(None) => Next::HandOver,
+                Ok(Some((req, length))) => {
+                    let keep = !parsed.close && !*shutdown.borrow();
+                    self.exchange(&mut c, req, length, keep, client, clients)
+                        .await
+                }
+            };
+            match next {
+                Next::Again => {}
+                Next::Close => {
+                    let _ = c.io.shutdown().await;
+                    return Served::Done;
+                }
+                Next::HandOver => {
+                    let mut pre = BytesMut::with_capacity(head.len() + c.buf.len());
+                    pre.extend_from_slice(&head);
+                    pre.extend_from_slice(&c.buf);
+                    return Served::HandOver(c.io, pre.freeze());
+                }
+            }
+        }
+    }
+
+    /// Routes and answers one request whose head was read.
+    async fn exchange<I>(
+        &self,
+        c: &mut Conn<I>,
+        mut req: http::request::Parts,
+        length: u64,
+        keep: bool,
+        client: &ClientInfo,
+        clients: &Clients,
+    ) -> Next
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let started = Instant::now();
+        let head_req = req.method == Method::HEAD;
+        let uri = req.uri.clone();
+        let host_value = match uri.host() {
+            Some(_) => None,
+            None => req.headers.get(header::HOST).cloned(),
+        };
+        let Some(host) = uri
+            .host()
+            .or_else(|| host_value.as_ref().and_then(|v| v.to_str().ok()))
+        else {
+            let resp = json_error(
+                StatusCode::BAD_REQUEST,
+                Code::BadRequest,
+                "the request has no host",
+            );
+            let keep = keep && skip_body(&mut c.buf, length);
+            return write_answer(c, resp, None, keep, head_req).await;
+        };
+        req.headers.reserve(6);
+        let request_id = ensure_request_id(&mut req.headers);
+        let method = req.method.clone();
+        let mut table = self.table();
+        let mut routings = 0;
+        loop {
+            routings += 1;
+            let route = match self.dispatch(&table, client.scheme, &method, host, &uri) {
+                Dispatch::Answer(resp) => {
+                    let keep = keep && skip_body(&mut c.buf, length);
+                    return write_answer(c, resp, None, keep, head_req).await;
+                }
+                Dispatch::Forward(route) => route,
+            };
+            if route.h2c {
+                return Next::HandOver;
+            }
+            let mut done = Done {
+                route,
+                host,
+                method: &method,
+                path: uri.path(),
+                request_id: &request_id,
+                peer: client.peer,
+                started,
+                upstream: None,
+            };
+            if length > route.max_body {
+                let message = format!(
+                    "request body is larger than this route's limit ({} bytes)",
+                    route.max_body
+                );
+                let resp = json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Code::PayloadTooLarge,
+                    &message,
+                );
+                return self.fail(c, &done, resp, false, head_req).await;
+            }
+            let fwd = Forwarded {
+                host,
+                host_value: host_value.as_ref(),
+                client,
+            };
+            let sent = Sent {
+                route,
+                length,
+                keep,
+                head_req,
+            };
+            match self
+                .forward_h1(c, clients, &mut req, &sent, &fwd, &mut done)
+                .await
+            {
+                Some(next) => return next,
+                None => {
+                    // No endpoint was available before anything was tried: route again on
+                    // a newer snapshot, if there is one.
+                    let fresh = self.table();
+                    if routings < 3 && !std::sync::Arc::ptr_eq(&fresh, &table) {
+                        table = fresh;
+                        continue;
+                    }
+                    let resp = json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Code::Unavailable,
+                        "no healthy upstream for this route",
+                    );
+                    let keep = keep && skip_body(&mut c.buf, length);
+                    return self.fail(c, &done, resp, keep, head_req).await;
+                }
+            }
+        }
+    }
+
+    /// Forwards a routed request: endpoint choice, retries, outlier accounting, the answer
+    /// copied back. `None` when no endpoint was available before anything was tried.
+    async fn forward_h1<I>(
+        &self,
+        c: &mut Conn<I>,
+        clients: &Clients,
+        req: &mut http::request::Parts,
+        sent: &Sent<'_>,
+        fwd: &Forwarded<'_>,
+        done: &mut Done<'_>,
+    ) -> Option<Next>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let route = sent.route;
+        let bodiless = sent.length == 0;
+        let idempotent = req.method.is_idempotent();
+        let mut tried = [0usize; MAX_ATTEMPTS];
+        let mut attempts = 0;
+        let mut prepared = false;
+        loop {
+            let now = self.now_ms();
+            let Some((idx, ep)) = route.upstream.pick(now, &tried[..attempts]) else {
+                if attempts == 0 {
+                    return None;
+                }
+                let resp = json_error(
+                    StatusCode::BAD_GATEWAY,
+                    Code::BadGateway,
+                    "no upstream could be reached",
+                );
+                return Some(
+                    self.fail(c, done, resp, sent.keep && bodiless, sent.head_req)
+                        .await,
+                );
+            };
+            tried[attempts] = idx;
+            attempts += 1;
+            if !prepared {
+                match prepare_upstream(req, route, fwd, None) {
+                    Ok(pq) => request_head(&mut c.up_head, &req.method, &pq, &req.headers),
+                    Err(m) => {
+                        let resp = json_error(StatusCode::BAD_REQUEST, Code::BadRequest, m);
+                        let keep = sent.keep && skip_body(&mut c.buf, sent.length);
+                        return Some(self.fail(c, done, resp, keep, sent.head_req).await);
+                    }
+                }
+                prepared = true;
+            }
+            let _flight = InFlight::new(ep);
+            let result = attempt(c, clients, ep.addr, route.timeout, sent).await;
+            let failure = match result {
+                Ok((up, head)) => {
+                    let failed = matches!(head.status, 502..=504);
+                    self.account(&route.upstream, ep, failed);
+                    done.upstream = Some(ep.addr);
+                    return Some(self.relay(c, clients, ep.addr, up, head, sent, done).await);
+                }
+                Err(f) => f,
+            };
+            let (status, code, message, retry) = match &failure {
+                Failure::ClientGone => return Some(Next::Close),
+                Failure::Connect(e) => {
+                    tracing::debug!(route = %route.id, upstream = %ep.addr, error = %e, "upstream connect failed");
+                    let m = "the upstream could not be reached";
+                    (StatusCode::BAD_GATEWAY, Code::BadGateway, m, bodiless)
+                }
+                Failure::Broken { .. } | Failure::Malformed => {
+                    let retry = idempotent && bodiless && matches!(failure, Failure::Broken { .. });
+                    let m = "the upstream could not be reached";
+                    (StatusCode::BAD_GATEWAY, Code::BadGateway, m, retry)
+                }
+                Failure::TimedOut => {
+                    let m = "the upstream did not answer in time";
+                    (StatusCode::GATEWAY_TIMEOUT, Code::GatewayTimeout, m, false)
+                }
+            };
+            self.account(&route.upstream, ep, true);
+            if retry && attempts < MAX_ATTEMPTS {
+                continue;
+            }
+            // A body may have been read in part: the connection cannot carry another request.
+            let keep = sent.keep && bodiless;
+            let resp = json_error(status, code, message);
+            return Some(self.fail(c, done, resp, keep, sent.head_req).await);
+        }
+    }
+
+    /// Writes the answer head and copies the answer's body to the client; gives the
+    /// upstream connection back when the exchange ended cleanly.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay<I>(
+        &self,
+        c: &mut Conn<I>,
+        clients: &Clients,
+        addr: std::net::SocketAddr,
+        mut up: Raw,
+        head: UpHead,
+        sent: &Sent<'_>,
+        done: &Done<'_>,
+    ) -> Next
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let keep = sent.keep && head.body_sent && head.framing != Framing::Close;
+        answer_head(
+            &mut c.out,
+            &up.buf,
+            &head,
+            &c.fields,
+            sent.route,
+            done.request_id,
+            keep,
+        );
+        let bytes = head
+            .length
+            .and_then(|(s, e)| std::str::from_utf8(&up.buf[s as usize..e as usize]).ok())
+            .unwrap_or("-");
+        self.record(done, head.status, bytes);
+        up.buf.advance(head.len);
+        let clean = match copy_body(&mut c.io, &mut c.out, &mut up, head.framing).await {
+            Ok(clean) => clean,
+            Err(_) => return Next::Close,
+        };
+        if c.io.flush().await.is_err() {
+            return Next::Close;
+        }
+        if clean && head.keep_alive && head.body_sent {
+            clients.checkin_raw(addr, up);
+        }
+        if keep {
+            Next::Again
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Answers a routed request with an error of the edge's own, counted in the route's
+    /// metrics and access log.
+    async fn fail<I>(
+        &self,
+        c: &mut Conn<I>,
+        done: &Done<'_>,
+        resp: Response<Bytes>,
+        keep: bool,
+        head_req: bool,
+    ) -> Next
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut digits = Vec::with_capacity(20);
+        wire::decimal(&mut digits, resp.body().len() as u64);
+        self.record(
+            done,
+            resp.status().as_u16(),
+            std::str::from_utf8(&digits).unwrap_or("-"),
+        );
+        write_answer(c, resp, Some(done.request_id), keep, head_req).await
+    }
+}
+
+/// What a forwarded request carries along its attempts.
+struct Sent<'a> {
+    route: &'a Route,
+    /// The request body's length (`content-length`; 0 without one).
+    length: u64,
+    /// Whether the client keeps its connection open after this request.
+    keep: bool,
+    head_req: bool,
+}
+
+/// A request head parsed in place: where its parts are in the connection's buffer, and
+/// what its fields say about the connection and the body.
+struct Parsed {
+    /// The head's length.
+    len: usize,
+    method: (usize, usize),
+    target: (usize, usize),
+    fields: [Field; FIELDS],
+    count: usize,
+    /// The client asked to close the connection after this request.
+    close: bool,
+    /// Hyper must take the request (HTTP/1.0, `transfer-encoding`, `expect`, an upgrade,
+    /// CONNECT).
+    hand_over: bool,
+    /// The body's length by `content-length`; `Err` when its fields disagree.
+    length: Result<Option<u64>, ()>,
+}
+
+/// Parses a request head at the start of `buf`: `Ok(None)` until it is whole.
+fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, StatusCode> {
+    let mut headers = [httparse::EMPTY_HEADER; FIELDS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        }
+        Err(_) => return Err(StatusCode::BAD_REQUEST),
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let method = req.method.unwrap_or("");
+    let mut p = Parsed {
+        len,
+        method: at(method.as_bytes()),
+        target: at(req.path.unwrap_or("").as_bytes()),
+        fields: [(0, 0, 0, 0); FIELDS],
+        count: 0,
+        close: false,
+        hand_over: req.version != Some(1) || method == "CONNECT",
+        length: Ok(None),
+    };
+    for h in req.headers.iter() {
+        let ((ns, ne), (vs, ve)) = (at(h.name.as_bytes()), at(h.value));
+        p.fields[p.count] = (ns as u32, ne as u32, vs as u32, ve as u32);
+        p.count += 1;
+        let name = h.name.as_bytes();
+        let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
+        if is(b"content-length") {
+            p.length = match (p.length, wire::content_length(std::iter::once(h.value))) {
+                (Ok(None), Ok(n)) => Ok(n),
+                (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(Some(a)),
+                _ => Err(()),
+            };
+        } else if is(b"transfer-encoding") || is(b"expect") || is(b"upgrade") {
+            p.hand_over = true;
+        } else if is(b"connection") {
+            p.close |= wire::lists(h.value, b"close");
+            p.hand_over |= wire::lists(h.value, b"upgrade");
+        }
+    }
+    Ok(Some(p))
+}
+
+impl Parsed {
+    /// The request as the routing code reads it, with its body's length; `Ok(None)` when
+    /// hyper must take it.
+    fn request(
+        &self,
+        head: &Bytes,
+    ) -> Result<Option<(http::request::Parts, u64)>, (StatusCode, &'static str)> {
+        if self.hand_over {
+            return Ok(None);
+        }
+        let bad = |m| (StatusCode::BAD_REQUEST, m);
+        let length = self
+            .length
+            .map_err(|()| bad("content-length is not one number"))?
+            .unwrap_or(0);
+        let method = Method::from_bytes(&head[self.method.0..self.method.1])
+            .map_err(|_| bad("invalid method"))?;
+        let uri = Uri::from_maybe_shared(head.slice(self.target.0..self.target.1))
+            .map_err(|_| bad("invalid request target"))?;
+        let mut headers = HeaderMap::with_capacity(self.count + 6);
+        for &(ns, ne, vs, ve) in &self.fields[..self.count] {
+            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+                .map_err(|_| bad("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+                .map_err(|_| bad("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let mut req = http::Request::new(());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Ok(Some((req.into_parts().0, length)))
+    }
+}
+
+/// Drops a request body of `length` bytes when it is all read already (a request the edge
+/// answers itself); `false` when it is not, and the connection must close after the answer.
+fn skip_body(buf: &mut BytesMut, length: u64) -> bool {
+    if length == 0 {
+        return true;
+    }
+    if buf.len() as u64 >= length {
+        buf.advance(length as usize);
+        return true;
+    }
+    false
+}
+
+/// Writes an answer of the edge's own (JSON error, redirect, metrics, ACME challenge).
+async fn write_answer<I>(
+    c: &mut Conn<I>,
+    resp: Response<Bytes>,
+    request_id: Option<&HeaderValue>,
+    keep: bool,
+    head_req: bool,
+) -> Next
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let out = &mut c.out;
+    out.clear();
+    wire::status_line(out, resp.status());
+    for (name, value) in resp.headers() {
+        wire::field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"content-length: ");
+    wire::decimal(out, resp.body().len() as u64);
+    out.extend_from_slice(b"\r\n");
+    if let Some(id) = request_id {
+        wire::field(out, b"x-request-id", id.as_bytes());
+    }
+    if !keep {
+        wire::field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_req {
+        out.extend_from_slice(resp.body());
+    }
+    let written = c.io.write_all(out).await.is_ok() && c.io.flush().await.is_ok();
+    if written && keep {
+        Next::Again
+    } else {
+        Next::Close
+    }
+}
+
+/// The upstream request head: request line in origin form, the prepared fields.
+fn request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    pq: &http::uri::PathAndQuery,
+    headers: &HeaderMap,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(pq.as_str().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        wire::field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One attempt on an endpoint: a pooled connection (or a new one), the request sent, the
+/// answer head read, within the route's timeout. A pooled connection the upstream had
+/// closed is replaced by the next one when the request has no body.
+async fn attempt<I>(
+    c: &mut Conn<I>,
+    clients: &Clients,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    sent: &Sent<'_>,
+) -> Result<(Raw, UpHead), Failure>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let Conn {
+        io,
+        buf,
+        up_head,
+        fields,
+        timer,
+        ..
+    } = c;
+    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+    let exchange = async {
+        loop {
+            let mut up = match clients.checkout_raw(addr) {
+                Some(up) => up,
+                None => clients.connect_raw(addr).await.map_err(Failure::Connect)?,
+            };
+            match roundtrip(io, buf, up_head, fields, &mut up, sent).await {
+                Ok(head) => return Ok((up, head)),
+                Err(Failure::Broken { stale: true }) if sent.length == 0 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        r = exchange => r,
+        _ = timer.as_mut() => Err(Failure::TimedOut),
+    }
+}
+
+/// Why a request body could not be passed on.
+enum BodyError {
+    Client,
+    Upstream,
+}
+
+/// Sends the request head (and body, while watching for an early answer) and reads the
+/// answer head.
+async fn roundtrip<I>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    up_head: &[u8],
+    fields: &mut Vec<Field>,
+    up: &mut Raw,
+    sent: &Sent<'_>,
+) -> Result<UpHead, Failure>
+where
+    I: AsyncRead + Unpin,
+{
+    let reused = up.reused;
+    let (mut r, mut w) = up.tcp.split();
+    if w.write_all(up_head).await.is_err() {
+        return Err(Failure::Broken { stale: reused });
+    }
+    if sent.length == 0 {
+        return read_head(&mut r, &mut up.buf, fields, sent.head_req, reused).await;
+    }
+    let send = send_body(io, buf, sent.length, &mut w);
+    let recv = read_head(&mut r, &mut up.buf, fields, sent.head_req, reused);
+    tokio::pin!(send, recv);
+    let (head, body_sent) = tokio::select! {
+        biased;
+        head = &mut recv => (head?, false),
+        s = &mut send => match s {
+            Ok(()) => ((&mut recv).await?, true),
+            Err(BodyError::Client) => return Err(Failure::ClientGone),
+            Err(BodyError::Upstream) => ((&mut recv).await?, false),
+        },
+    };
+    Ok(UpHead { body_sent, ..head })
+}
+
+/// Copies a request body of `length` bytes from the client (what is read already first)
+/// to the upstream.
+async fn send_body<I, W>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    length: u64,
+    up: &mut W,
+) -> Result<(), BodyError>
+where
+    I: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut left = length;
+    loop {
+        let n = (buf.len() as u64).min(left) as usize;
+        if n > 0 {
+            up.write_all(&buf[..n])
+                .await
+                .map_err(|_| BodyError::Upstream)?;
+            buf.advance(n);
+            left -= n as u64;
+        }
+        if left == 0 {
+            return Ok(());
+        }
+        buf.reserve(COPY_BUF);
+        match io.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(BodyError::Client),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reads an answer head into `buf`. Interim answers (1xx) are not passed on.
+async fn read_head<R>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    fields: &mut Vec<Field>,
+    head_req: bool,
+    reused: bool,
+) -> Result<UpHead, Failure>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut got_any = false;
+    loop {
+        if !buf.is_empty() {
+            got_any = true;
+            match parse_response(buf, fields, head_req)? {
+                Some(head) if (100..200).contains(&head.status) => buf.advance(head.len),
+                Some(head) => return Ok(head),
+                None if buf.len() >= MAX_HEAD => return Err(Failure::Malformed),
+                None => {}
+            }
+            if !buf.is_empty() {
+                continue;
+            }
+        }
+        buf.reserve(RAW_BUF);
+        match r.read_buf(buf).await {
+            Ok(n) if n > 0 => {}
+            _ => {
+                return Err(Failure::Broken {
+                    stale: reused && !got_any,
+                })
+            }
+        }
+    }
+}
+
+/// Parses an answer head at the start of `buf` (its fields' places into `fields`).
+fn parse_response(
+    buf: &[u8],
+    fields: &mut Vec<Field>,
+    head_req: bool,
+) -> Result<Option<UpHead>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; FIELDS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Failure::Malformed),
+    };
+    let status = resp.code.unwrap_or(0);
+    // This path never asks for an upgrade: an upstream switching protocols is wrong.
+    if status == 101 {
+        return Err(Failure::Malformed);
+    }
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = (s.as_ptr() as usize - base) as u32;
+        (start, start + s.len() as u32)
+    };
+    fields.clear();
+    let (mut te, mut length_at, mut length) = (None, None, Ok(None));
+    let (mut close, mut keep_alive) = (false, false);
+    for h in resp.headers.iter() {
+        let ((ns, ne), (vs, ve)) = (at(h.name.as_bytes()), at(h.value));
+        fields.push((ns, ne, vs, ve));
+        let name = h.name.as_bytes();
+        let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
+        if is(b"content-length") {
+            length = match (length, wire::content_length(std::iter::once(h.value))) {
+                (Ok(None), Ok(n)) => Ok(n),
+                (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(Some(a)),
+                _ => Err(()),
+            };
+            length_at = Some((vs, ve));
+        } else if is(b"transfer-encoding") {
+            if te.is_some() {
+                return Err(Failure::Malformed);
+            }
+            te = Some((vs, ve));
+        } else if is(b"connection") {
+            close |= wire::lists(h.value, b"close");
+            keep_alive |= wire::lists(h.value, b"keep-alive");
+        }
+    }
+    let length = length.map_err(|()| Failure::Malformed)?;
+    // Both a length and a transfer coding: a message two parsers may read differently.
+    if te.is_some() && length.is_some() {
+        return Err(Failure::Malformed);
+    }
+    let te_value = te.map(|(s, e)| &buf[s as usize..e as usize]);
+    let framing = wire::response_framing(status, head_req, te_value, length);
+    let http10 = resp.version == Some(0);
+    Ok(Some(UpHead {
+        status,
+        reason: at(resp.reason.unwrap_or("").as_bytes()),
+        len,
+        framing,
+        transfer_encoding: te,
+        length: length_at,
+        keep_alive: !close && (!http10 || keep_alive) && framing != Framing::Close,
+        body_sent: true,
+    }))
+}
+
+/// The answer head for the client: the upstream's status and fields as they came, less
+/// hop-by-hop ones and those the route's rules replace, plus the rules' fields, the
+/// request id and the framing and connection fields of the client's connection.
+fn answer_head(
+    out: &mut Vec<u8>,
+    src: &[u8],
+    head: &UpHead,
+    fields: &[Field],
+    route: &Route,
+    request_id: &HeaderValue,
+    keep: bool,
+) {
+    let slice = |(s, e): (u32, u32)| &src[s as usize..e as usize];
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    wire::decimal(out, u64::from(head.status));
+    out.push(b' ');
+    let reason = slice(head.reason);
+    if reason.is_empty() {
+        let canonical = StatusCode::from_u16(head.status)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        out.extend_from_slice(canonical.unwrap_or("").as_bytes());
+    } else {
+        out.extend_from_slice(reason);
+    }
+    out.extend_from_slice(b"\r\n");
+    // Names `connection` lists besides hop-by-hop ones (rare) are dropped too.
+    let connection_lists = |name: &[u8]| {
+        fields.iter().any(|&(ns, ne, vs, ve)| {
+            slice((ns, ne)).eq_ignore_ascii_case(b"connection")
+                && wire::lists(slice((vs, ve)), name)
+        })
+    };
+    let rules = &route.response_headers;
+    let ruled = |name: &[u8]| {
+        rules
+            .remove
+            .iter()
+            .chain(rules.set.iter().map(|(n, _)| n))
+            .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+    };
+    let has_rules = !rules.remove.is_empty() || !rules.set.is_empty();
+    for &(ns, ne, vs, ve) in fields {
+        let name = slice((ns, ne));
+        if wire::is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"x-request-id")
+            || (has_rules && ruled(name))
+            || connection_lists(name)
+        {
+            continue;
+        }
+        wire::field(out, name, slice((vs, ve)));
+    }
+    for (name, value) in &rules.set {
+        wire::field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    wire::field(out, b"x-request-id", request_id.as_bytes());
+    if let (Framing::Chunked, Some(te)) = (head.framing, head.transfer_encoding) {
+        wire::field(out, b"transfer-encoding", slice(te));
+    }
+    if !keep {
+        wire::field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `out` (the answer head) and the answer's body, read from `up` as its framing
+/// says. `Ok(true)` when the body ended exactly where the upstream's bytes did (the
+/// connection may serve another request).
+async fn copy_body<I>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    up: &mut Raw,
+    framing: Framing,
+) -> std::io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "answer cut short");
+    match framing {
+        Framing::Empty => {
+            io.write_all(out).await?;
+            Ok(up.buf.is_empty())
+        }
+        Framing::Length(n) => {
+            let take = (up.buf.len() as u64).min(n) as usize;
+            out.extend_from_slice(&up.buf[..take]);
+            up.buf.advance(take);
+            io.write_all(out).await?;
+            let mut left = n - take as u64;
+            while left > 0 {
+                up.buf.clear();
+                up.buf.reserve(COPY_BUF);
+                if up.tcp.read_buf(&mut up.buf).await? == 0 {
+                    return Err(truncated());
+                }
+                let take = (up.buf.len() as u64).min(left) as usize;
+                io.write_all(&up.buf[..take]).await?;
+                up.buf.advance(take);
+                left -= take as u64;
+            }
+            Ok(up.buf.is_empty())
+        }
+        Framing::Chunked => {
+            let mut end = wire::ChunkedEnd::default();
+            let bad = |_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk");
+            let n = end.feed(&up.buf).map_err(bad)?;
+            out.extend_from_slice(&up.buf[..n]);
+            up.buf.advance(n);
+            io.write_all(out).await?;
+            while !end.is_done() {
+                up.buf.clear();
+                up.buf.reserve(COPY_BUF);
+                if up.tcp.read_buf(&mut up.buf).await? == 0 {
+                    return Err(truncated());
+                }
+                let n = end.feed(&up.buf).map_err(bad)?;
+                io.write_all(&up.buf[..n]).await?;
+                up.buf.advance(n);
+            }
+            Ok(up.buf.is_empty())
+        }
+        Framing::Close => {
+            out.extend_from_slice(&up.buf);
+            up.buf.clear();
+            io.write_all(out).await?;
+            loop {
+                up.buf.clear();
+                up.buf.reserve(COPY_BUF);
+                if up.tcp.read_buf(&mut up.buf).await? == 0 {
+                    return Ok(false);
+                }
+                io.write_all(&up.buf).await?;
+            }
+        }
+    }
+}
