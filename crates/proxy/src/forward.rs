@@ -71,7 +71,7 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
@@ -409,8 +409,10 @@ impl Proxy {
         // What outlives `req` (moved into `forward`) is kept as clones of its URI and header
         // values, which share the request's buffers: no copy.
         let uri = req.uri().clone();
-        let host_value = match uri.host() {
-            Some(_) => None,
+        // The host as the client gave it, port included: the URI's authority (HTTP/2, an
+        // absolute target) or the `host` field.
+        let host_value = match uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => req.headers().get(header::HOST).cloned(),
         };
         let Some(host) = uri
@@ -435,7 +437,8 @@ impl Proxy {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let route = match self.dispatch(&table, scheme, &method, host, &uri) {
+            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+            let route = match self.dispatch(&table, scheme, &method, host, path, pq) {
                 Dispatch::Answer(resp) => return full(resp),
                 Dispatch::Forward(route) => route,
             };
@@ -466,12 +469,12 @@ impl Proxy {
                 host,
                 method: &method,
                 path,
-                request_id: &request_id,
+                request_id: request_id.to_str().unwrap_or("-"),
                 peer,
                 started,
                 upstream,
             };
-            return self.finish(done, resp);
+            return self.finish(done, &request_id, resp);
         }
     }
 
@@ -483,9 +486,9 @@ impl Proxy {
         scheme: Scheme,
         method: &http::Method,
         host: &str,
-        uri: &Uri,
+        path: &str,
+        path_and_query: &str,
     ) -> Dispatch<'t> {
-        let path = uri.path();
         if scheme == Scheme::Http && method == http::Method::GET {
             if let (Some(token), Some(source)) = (
                 path.strip_prefix(ACME_CHALLENGE_PREFIX),
@@ -516,21 +519,25 @@ impl Proxy {
         };
         if let (Scheme::Http, Some(port), false) = (scheme, self.https_port.get(), route.allow_http)
         {
-            return Dispatch::Answer(redirect(host, *port, uri));
+            return Dispatch::Answer(redirect(host, *port, path_and_query));
         }
         Dispatch::Forward(route)
     }
 
     /// Records a routed request's metrics and access log line and sets its request id.
-    fn finish(&self, d: Done<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
+    fn finish(
+        &self,
+        d: Done<'_>,
+        request_id: &HeaderValue,
+        mut resp: Response<RespBody>,
+    ) -> Response<RespBody> {
         let bytes = resp
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         self.record(&d, resp.status().as_u16(), bytes);
-        resp.headers_mut()
-            .insert(X_REQUEST_ID, d.request_id.clone());
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         resp
     }
 
@@ -551,7 +558,7 @@ impl Proxy {
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 upstream = upstream.as_deref().unwrap_or("-"),
                 bytes = bytes,
-                request_id = d.request_id.to_str().unwrap_or("-"),
+                request_id = d.request_id,
                 client = %d.peer.ip(),
                 "access"
             );
@@ -939,7 +946,7 @@ pub(crate) struct ClientInfo {
     pub(crate) peer: SocketAddr,
     pub(crate) scheme: Scheme,
     /// `peer`'s IP address as a header value (`x-forwarded-for`).
-    ip: HeaderValue,
+    pub(crate) ip: HeaderValue,
 }
 
 impl ClientInfo {
@@ -954,7 +961,7 @@ impl ClientInfo {
 pub(crate) struct Forwarded<'a> {
     /// The host the request was routed by.
     pub(crate) host: &'a str,
-    /// The client's `host` header, when `host` came from it.
+    /// The host as the client gave it (port included).
     pub(crate) host_value: Option<&'a HeaderValue>,
     pub(crate) client: &'a ClientInfo,
 }
@@ -963,34 +970,22 @@ pub(crate) struct Forwarded<'a> {
 /// the path as the upstream sees it (prefix stripped), the forwarding headers
 /// (`forward_headers`), the route's request header rules and, for an upgrade, `connection`
 /// and `upgrade` again.
-pub(crate) fn prepare_upstream(
+fn prepare_upstream(
     parts: &mut http::request::Parts,
     route: &Route,
     fwd: &Forwarded<'_>,
     upgrade: Option<&HeaderValue>,
 ) -> Result<http::uri::PathAndQuery, &'static str> {
-    let pq: http::uri::PathAndQuery = match (&route.path, route.strip_prefix) {
-        (crate::PathMatch::Prefix(p), true) if p != "/" => {
-            let path = parts.uri.path();
-            let rest = &path[p.len().min(path.len())..];
-            let rest = if rest.starts_with('/') {
-                rest.to_string()
-            } else {
-                format!("/{rest}")
-            };
-            let pq = match parts.uri.query() {
-                Some(q) => format!("{rest}?{q}"),
-                None => rest,
-            };
-            pq.parse().map_err(|_| "invalid request path")?
-        }
-        // The common case reuses the client's path and query as they are (no copy).
-        _ => parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    };
+    let pq: http::uri::PathAndQuery =
+        match stripped_target(route, parts.uri.path(), parts.uri.query()) {
+            Some(pq) => pq.parse().map_err(|_| "invalid request path")?,
+            // The common case reuses the client's path and query as they are (no copy).
+            None => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        };
     forward_headers(&mut parts.headers, fwd);
     route.request_headers.apply(&mut parts.headers);
     if let Some(proto) = upgrade {
@@ -999,6 +994,26 @@ pub(crate) fn prepare_upstream(
         h.insert(header::UPGRADE, proto.clone());
     }
     Ok(pq)
+}
+
+/// The path and query the upstream sees when the route strips its prefix from them
+/// (`None`: the client's, unchanged).
+pub(crate) fn stripped_target(route: &Route, path: &str, query: Option<&str>) -> Option<String> {
+    match (&route.path, route.strip_prefix) {
+        (crate::PathMatch::Prefix(p), true) if p != "/" => {
+            let rest = &path[p.len().min(path.len())..];
+            let rest = if rest.starts_with('/') {
+                rest.to_string()
+            } else {
+                format!("/{rest}")
+            };
+            Some(match query {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// One attempt's request to the endpoint at `authority`, with the prepared head.
@@ -1154,11 +1169,32 @@ fn switch_protocols(
 
 /// A W3C trace context for a request that came without one.
 fn new_traceparent() -> HeaderValue {
+    HeaderValue::from_bytes(&traceparent()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A new W3C trace context (`00-TRACEID-PARENTID-01`), as text.
+pub(crate) fn traceparent() -> [u8; 55] {
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
     hex_into(&mut buf[3..19], crate::rng::next_u64());
     hex_into(&mut buf[19..35], crate::rng::next_u64());
     hex_into(&mut buf[36..52], crate::rng::next_u64() | 1);
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+    buf
+}
+
+/// A new request id: 32 lowercase hex digits.
+pub(crate) fn new_request_id() -> [u8; 32] {
+    let mut buf = [0u8; 32];
+    hex_into(&mut buf[..16], crate::rng::next_u64());
+    hex_into(&mut buf[16..], crate::rng::next_u64());
+    buf
+}
+
+/// Whether a client's request id may be passed on: 1-128 letters, digits and `-_.:`.
+pub(crate) fn sane_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
 /// Writes `v` as 16 lowercase hex digits into `out`.
@@ -1193,7 +1229,7 @@ pub(crate) struct Done<'a> {
     pub(crate) host: &'a str,
     pub(crate) method: &'a http::Method,
     pub(crate) path: &'a str,
-    pub(crate) request_id: &'a HeaderValue,
+    pub(crate) request_id: &'a str,
     pub(crate) peer: SocketAddr,
     pub(crate) started: Instant,
     /// The endpoint that answered, if one did.
@@ -1202,25 +1238,16 @@ pub(crate) struct Done<'a> {
 
 /// The request's `x-request-id` when it is sane, or a new one set on the request; the
 /// upstream sees it and the client gets it back.
-pub(crate) fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
-    let sane = |v: &HeaderValue| {
-        let v = v.as_bytes();
-        !v.is_empty()
-            && v.len() <= 128
-            && v.iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-    };
+fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
     // One lookup of the name, whether the client sent an id or not.
     let entry = h.entry(X_REQUEST_ID);
     if let header::Entry::Occupied(e) = &entry {
-        if sane(e.get()) {
+        if sane_request_id(e.get().as_bytes()) {
             return e.get().clone();
         }
     }
-    let mut buf = [0u8; 32];
-    hex_into(&mut buf[..16], crate::rng::next_u64());
-    hex_into(&mut buf[16..], crate::rng::next_u64());
-    let id = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    let id = HeaderValue::from_bytes(&new_request_id())
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
     match entry {
         header::Entry::Occupied(mut e) => {
             e.insert(id.clone());
@@ -1233,14 +1260,13 @@ pub(crate) fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
 }
 
 /// `308 Permanent Redirect` to the same host, path and query on HTTPS (`port`).
-fn redirect(host: &str, port: u16, uri: &Uri) -> Response<Bytes> {
+fn redirect(host: &str, port: u16, pq: &str) -> Response<Bytes> {
     let host = crate::snapshot::strip_port(host);
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_string()
     };
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = match port {
         443 => format!("https://{host}{pq}"),
         p => format!("https://{host}:{p}{pq}"),

@@ -18,20 +18,21 @@
 //! retry rules of `forward`), never reuse a client or upstream connection whose message
 //! was not read to its end, and never forward a message whose length is ambiguous.
 
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Uri};
+use http::{Method, Response, StatusCode};
 use model::Code;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::forward::{
-    ensure_request_id, json_error, prepare_upstream, ClientInfo, Clients, Dispatch, Done,
-    Forwarded, InFlight, MAX_ATTEMPTS,
+    json_error, new_request_id, sane_request_id, stripped_target,
+    traceparent as new_traceparent_text, ClientInfo, Clients, Dispatch, Done, InFlight,
+    MAX_ATTEMPTS,
 };
 use crate::pool::{Raw, RAW_BUF};
 use crate::snapshot::Route;
@@ -76,6 +77,10 @@ struct Conn<I> {
     out: Vec<u8>,
     /// The upstream request head of the current request (sent again as is on a retry).
     up_head: Vec<u8>,
+    /// The current request head.
+    head: Vec<u8>,
+    /// The header fields of the current request head.
+    req_fields: Vec<Field>,
     /// The header fields of the current upstream answer.
     fields: Vec<Field>,
     /// The timer of the current wait (request head, upstream answer), reset each time.
@@ -133,6 +138,8 @@ impl Proxy {
             buf: BytesMut::with_capacity(RAW_BUF),
             out: Vec::with_capacity(1024),
             up_head: Vec::with_capacity(1024),
+            head: Vec::with_capacity(1024),
+            req_fields: Vec::with_capacity(16),
             fields: Vec::with_capacity(16),
             timer: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
         };
@@ -162,7 +169,7 @@ impl Proxy {
                         }
                     }
                     if !first {
-                        match parse_request(&c.buf) {
+                        match parse_request(&c.buf, &mut c.req_fields) {
                             Ok(Some(p)) => break p,
                             Ok(None) if c.buf.len() >= MAX_HEAD => {
                                 let resp = json_error(
@@ -199,7 +206,12 @@ impl Proxy {
                 }
             };
             first = false;
-            let head = c.buf.split_to(parsed.len).freeze();
+            // The head moves to a buffer of its own; the bytes after it stay (a body, the
+            // next requests).
+            let mut head = std::mem::take(&mut c.head);
+            head.clear();
+            head.extend_from_slice(&c.buf[..parsed.len]);
+            c.buf.advance(parsed.len);
             let next = match parsed.request(&head) {
                 Err((status, message)) => {
                     let resp = json_error(status, Code::BadRequest, message);
@@ -207,14 +219,14 @@ impl Proxy {
                     Next::Close
                 }
                 Ok(None) => Next::HandOver,
-                Ok(Some((req, length))) => {
+                Ok(Some(req)) => {
                     let keep = !parsed.close && !*shutdown.borrow();
-                    self.exchange(&mut c, req, length, keep, client, clients)
+                    self.exchange(&mut c, &req, &head, keep, client, clients)
                         .await
                 }
             };
             match next {
-                Next::Again => {}
+                Next::Again => c.head = head,
                 Next::Close => {
                     let _ = c.io.shutdown().await;
                     return Served::Done;
@@ -229,12 +241,12 @@ impl Proxy {
         }
     }
 
-    /// Routes and answers one request whose head was read.
+    /// Routes and answers one request whose head (`head`) was read.
     async fn exchange<I>(
         &self,
         c: &mut Conn<I>,
-        mut req: http::request::Parts,
-        length: u64,
+        req: &Req<'_>,
+        head: &[u8],
         keep: bool,
         client: &ClientInfo,
         clients: &Clients,
@@ -244,33 +256,29 @@ impl Proxy {
     {
         let started = Instant::now();
         let head_req = req.method == Method::HEAD;
-        let uri = req.uri.clone();
-        let host_value = match uri.host() {
-            Some(_) => None,
-            None => req.headers.get(header::HOST).cloned(),
+        let new_id;
+        let request_id = match req.id {
+            Some(id) => id,
+            None => {
+                new_id = new_request_id();
+                std::str::from_utf8(&new_id).unwrap_or("-")
+            }
         };
-        let Some(host) = uri
-            .host()
-            .or_else(|| host_value.as_ref().and_then(|v| v.to_str().ok()))
-        else {
-            let resp = json_error(
-                StatusCode::BAD_REQUEST,
-                Code::BadRequest,
-                "the request has no host",
-            );
-            let keep = keep && skip_body(&mut c.buf, length);
-            return write_answer(c, resp, None, keep, head_req).await;
-        };
-        req.headers.reserve(6);
-        let request_id = ensure_request_id(&mut req.headers);
-        let method = req.method.clone();
         let mut table = self.table();
         let mut routings = 0;
         loop {
             routings += 1;
-            let route = match self.dispatch(&table, client.scheme, &method, host, &uri) {
+            let dispatched = self.dispatch(
+                &table,
+                client.scheme,
+                &req.method,
+                req.host,
+                req.path,
+                req.target,
+            );
+            let route = match dispatched {
                 Dispatch::Answer(resp) => {
-                    let keep = keep && skip_body(&mut c.buf, length);
+                    let keep = keep && skip_body(&mut c.buf, req.length);
                     return write_answer(c, resp, None, keep, head_req).await;
                 }
                 Dispatch::Forward(route) => route,
@@ -280,15 +288,15 @@ impl Proxy {
             }
             let mut done = Done {
                 route,
-                host,
-                method: &method,
-                path: uri.path(),
-                request_id: &request_id,
+                host: req.host,
+                method: &req.method,
+                path: req.path,
+                request_id,
                 peer: client.peer,
                 started,
                 upstream: None,
             };
-            if length > route.max_body {
+            if req.length > route.max_body {
                 let message = format!(
                     "request body is larger than this route's limit ({} bytes)",
                     route.max_body
@@ -300,19 +308,14 @@ impl Proxy {
                 );
                 return self.fail(c, &done, resp, false, head_req).await;
             }
-            let fwd = Forwarded {
-                host,
-                host_value: host_value.as_ref(),
-                client,
-            };
             let sent = Sent {
                 route,
-                length,
+                length: req.length,
                 keep,
                 head_req,
             };
             match self
-                .forward_h1(c, clients, &mut req, &sent, &fwd, &mut done)
+                .forward_h1(c, clients, req, head, &sent, client, &mut done)
                 .await
             {
                 Some(next) => return next,
@@ -329,7 +332,7 @@ impl Proxy {
                         Code::Unavailable,
                         "no healthy upstream for this route",
                     );
-                    let keep = keep && skip_body(&mut c.buf, length);
+                    let keep = keep && skip_body(&mut c.buf, req.length);
                     return self.fail(c, &done, resp, keep, head_req).await;
                 }
             }
@@ -338,13 +341,15 @@ impl Proxy {
 
     /// Forwards a routed request: endpoint choice, retries, outlier accounting, the answer
     /// copied back. `None` when no endpoint was available before anything was tried.
+    #[allow(clippy::too_many_arguments)]
     async fn forward_h1<I>(
         &self,
         c: &mut Conn<I>,
         clients: &Clients,
-        req: &mut http::request::Parts,
+        req: &Req<'_>,
+        head: &[u8],
         sent: &Sent<'_>,
-        fwd: &Forwarded<'_>,
+        client: &ClientInfo,
         done: &mut Done<'_>,
     ) -> Option<Next>
     where
@@ -375,14 +380,14 @@ impl Proxy {
             tried[attempts] = idx;
             attempts += 1;
             if !prepared {
-                match prepare_upstream(req, route, fwd, None) {
-                    Ok(pq) => request_head(&mut c.up_head, &req.method, &pq, &req.headers),
-                    Err(m) => {
-                        let resp = json_error(StatusCode::BAD_REQUEST, Code::BadRequest, m);
-                        let keep = sent.keep && skip_body(&mut c.buf, sent.length);
-                        return Some(self.fail(c, done, resp, keep, sent.head_req).await);
-                    }
-                }
+                let stripped = stripped_target(route, req.path, req.query);
+                let up = Upstreamed {
+                    req,
+                    target: stripped.as_deref().unwrap_or(req.target),
+                    client,
+                    request_id: done.request_id,
+                };
+                request_head(&mut c.up_head, &up, head, &c.req_fields, route);
                 prepared = true;
             }
             let _flight = InFlight::new(ep);
@@ -514,8 +519,6 @@ struct Parsed {
     len: usize,
     method: (usize, usize),
     target: (usize, usize),
-    fields: [Field; FIELDS],
-    count: usize,
     /// The client asked to close the connection after this request.
     close: bool,
     /// Hyper must take the request (HTTP/1.0, `transfer-encoding`, `expect`, an upgrade,
@@ -523,13 +526,34 @@ struct Parsed {
     hand_over: bool,
     /// The body's length by `content-length`; `Err` when its fields disagree.
     length: Result<Option<u64>, ()>,
+    /// The first `host` field's value, and how many there are.
+    host: Option<(usize, usize)>,
+    hosts: usize,
+    /// The first `x-request-id` field's value.
+    id: Option<(usize, usize)>,
 }
 
-/// Parses a request head at the start of `buf`: `Ok(None)` until it is whole.
-fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, StatusCode> {
-    let mut headers = [httparse::EMPTY_HEADER; FIELDS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+/// A request on this path, read from its head.
+struct Req<'h> {
+    method: Method,
+    /// The request target as sent, in origin form (`/path?query`).
+    target: &'h str,
+    path: &'h str,
+    query: Option<&'h str>,
+    /// The `host` field's value (port included).
+    host: &'h str,
+    /// The client's request id, when it sent a sane one.
+    id: Option<&'h str>,
+    /// The body's length (`content-length`; 0 without one).
+    length: u64,
+}
+
+/// Parses a request head at the start of `buf` (its fields' places into `fields`):
+/// `Ok(None)` until it is whole.
+fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Parsed>, StatusCode> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -547,16 +571,17 @@ fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, StatusCode> {
         len,
         method: at(method.as_bytes()),
         target: at(req.path.unwrap_or("").as_bytes()),
-        fields: [(0, 0, 0, 0); FIELDS],
-        count: 0,
         close: false,
         hand_over: req.version != Some(1) || method == "CONNECT",
         length: Ok(None),
+        host: None,
+        hosts: 0,
+        id: None,
     };
+    fields.clear();
     for h in req.headers.iter() {
         let ((ns, ne), (vs, ve)) = (at(h.name.as_bytes()), at(h.value));
-        p.fields[p.count] = (ns as u32, ne as u32, vs as u32, ve as u32);
-        p.count += 1;
+        fields.push((ns as u32, ne as u32, vs as u32, ve as u32));
         let name = h.name.as_bytes();
         let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
         if is(b"content-length") {
@@ -570,43 +595,60 @@ fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, StatusCode> {
         } else if is(b"connection") {
             p.close |= wire::lists(h.value, b"close");
             p.hand_over |= wire::lists(h.value, b"upgrade");
+        } else if is(b"host") {
+            p.hosts += 1;
+            p.host.get_or_insert((vs, ve));
+        } else if is(b"x-request-id") {
+            p.id.get_or_insert((vs, ve));
         }
     }
     Ok(Some(p))
 }
 
 impl Parsed {
-    /// The request as the routing code reads it, with its body's length; `Ok(None)` when
-    /// hyper must take it.
-    fn request(
-        &self,
-        head: &Bytes,
-    ) -> Result<Option<(http::request::Parts, u64)>, (StatusCode, &'static str)> {
+    /// The request as this path reads it; `Ok(None)` when hyper must take it (see the
+    /// module's comment; also a target that is not in origin form).
+    fn request<'h>(&self, head: &'h [u8]) -> Result<Option<Req<'h>>, (StatusCode, &'static str)> {
         if self.hand_over {
             return Ok(None);
         }
         let bad = |m| (StatusCode::BAD_REQUEST, m);
+        let text = |(s, e): (usize, usize)| std::str::from_utf8(&head[s..e]);
         let length = self
             .length
             .map_err(|()| bad("content-length is not one number"))?
             .unwrap_or(0);
+        let target = text(self.target).map_err(|_| bad("invalid request target"))?;
+        if !target.starts_with('/') {
+            return Ok(None);
+        }
         let method = Method::from_bytes(&head[self.method.0..self.method.1])
             .map_err(|_| bad("invalid method"))?;
-        let uri = Uri::from_maybe_shared(head.slice(self.target.0..self.target.1))
-            .map_err(|_| bad("invalid request target"))?;
-        let mut headers = HeaderMap::with_capacity(self.count + 6);
-        for &(ns, ne, vs, ve) in &self.fields[..self.count] {
-            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
-                .map_err(|_| bad("invalid header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-                .map_err(|_| bad("invalid header value"))?;
-            headers.append(name, value);
-        }
-        let mut req = http::Request::new(());
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-        Ok(Some((req.into_parts().0, length)))
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let host = match (self.host, self.hosts) {
+            (None, _) => return Err(bad("the request has no host")),
+            (Some(_), 2..) => return Err(bad("the request has more than one host")),
+            (Some(at), _) => text(at)
+                .ok()
+                .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or(bad("invalid host"))?,
+        };
+        let id = self
+            .id
+            .filter(|&(s, e)| sane_request_id(&head[s..e]))
+            .and_then(|at| text(at).ok());
+        Ok(Some(Req {
+            method,
+            target,
+            path,
+            query,
+            host,
+            id,
+            length,
+        }))
     }
 }
 
@@ -627,7 +669,7 @@ fn skip_body(buf: &mut BytesMut, length: u64) -> bool {
 async fn write_answer<I>(
     c: &mut Conn<I>,
     resp: Response<Bytes>,
-    request_id: Option<&HeaderValue>,
+    request_id: Option<&str>,
     keep: bool,
     head_req: bool,
 ) -> Next
@@ -661,22 +703,118 @@ where
     }
 }
 
-/// The upstream request head: request line in origin form, the prepared fields.
+/// What the upstream request head is made of besides the client's fields.
+struct Upstreamed<'a> {
+    req: &'a Req<'a>,
+    /// The target the upstream sees (the route may strip a prefix).
+    target: &'a str,
+    client: &'a ClientInfo,
+    request_id: &'a str,
+}
+
+/// The upstream request head: the request line, the client's fields less hop-by-hop ones,
+/// the forwarding fields (`x-forwarded-for` appended to, `x-forwarded-proto` and
+/// `x-forwarded-host` set, a `traceparent` when there is none), the request id, then the
+/// route's request rules, which win over all of these. The same rules as the hyper
+/// path's `forward_headers`, written from the client's bytes without a header map.
 fn request_head(
     out: &mut Vec<u8>,
-    method: &Method,
-    pq: &http::uri::PathAndQuery,
-    headers: &HeaderMap,
+    up: &Upstreamed<'_>,
+    src: &[u8],
+    fields: &[Field],
+    route: &Route,
 ) {
+    let slice = |s: u32, e: u32| &src[s as usize..e as usize];
     out.clear();
-    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(up.req.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(pq.as_str().as_bytes());
+    out.extend_from_slice(up.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    let rules = &route.request_headers;
+    let listed = Listed::new(src, fields);
+    let (mut forwarded_for, mut traceparent) = (None, false);
+    for &(ns, ne, vs, ve) in fields {
+        let (name, value) = (slice(ns, ne), slice(vs, ve));
+        let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
+        if wire::is_hop_by_hop(name) || listed.has(name) || rules.touches(name) {
+            continue;
+        }
+        if is(b"x-forwarded-for") {
+            forwarded_for.get_or_insert(value);
+            continue;
+        }
+        if is(b"x-forwarded-proto") || is(b"x-forwarded-host") || is(b"x-request-id") {
+            continue;
+        }
+        traceparent |= is(b"traceparent");
+        wire::field(out, name, value);
+    }
+    let mut own = |name: &[u8], value: &[&[u8]]| {
+        if !rules.touches(name) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            value.iter().for_each(|v| out.extend_from_slice(v));
+            out.extend_from_slice(b"\r\n");
+        }
+    };
+    let ip = up.client.ip.as_bytes();
+    // The client's list, when it is plain text, with the client's address appended.
+    match forwarded_for.filter(|v| v.iter().all(|b| *b == b' ' || b.is_ascii_graphic())) {
+        Some(before) => own(b"x-forwarded-for", &[before, b", ", ip]),
+        None => own(b"x-forwarded-for", &[ip]),
+    }
+    own(
+        b"x-forwarded-proto",
+        &[up.client.scheme.as_str().as_bytes()],
+    );
+    own(b"x-forwarded-host", &[up.req.host.as_bytes()]);
+    if !traceparent {
+        own(b"traceparent", &[&new_traceparent_text()]);
+    }
+    own(b"x-request-id", &[up.request_id.as_bytes()]);
+    for (name, value) in &rules.set {
         wire::field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The names a head's `connection` fields list besides hop-by-hop ones and `close`
+/// (rare): such fields are dropped too.
+struct Listed<'a> {
+    src: &'a [u8],
+    fields: &'a [Field],
+    any: bool,
+}
+
+impl<'a> Listed<'a> {
+    fn new(src: &'a [u8], fields: &'a [Field]) -> Listed<'a> {
+        let mut listed = Listed {
+            src,
+            fields,
+            any: false,
+        };
+        let any = listed.values().any(|v| {
+            v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| {
+                !t.is_empty() && !wire::is_hop_by_hop(t) && !t.eq_ignore_ascii_case(b"close")
+            })
+        });
+        listed.any = any;
+        listed
+    }
+
+    fn values(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let src = self.src;
+        self.fields
+            .iter()
+            .filter(move |&&(ns, ne, _, _)| {
+                src[ns as usize..ne as usize].eq_ignore_ascii_case(b"connection")
+            })
+            .map(move |&(_, _, vs, ve)| &src[vs as usize..ve as usize])
+    }
+
+    fn has(&self, name: &[u8]) -> bool {
+        self.any && self.values().any(|v| wire::lists(v, name))
+    }
 }
 
 /// One attempt on an endpoint: a pooled connection (or a new one), the request sent, the
@@ -839,9 +977,14 @@ fn parse_response(
     fields: &mut Vec<Field>,
     head_req: bool,
 ) -> Result<Option<UpHead>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; FIELDS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Failure::Malformed),
@@ -910,7 +1053,7 @@ fn answer_head(
     head: &UpHead,
     fields: &[Field],
     route: &Route,
-    request_id: &HeaderValue,
+    request_id: &str,
     keep: bool,
 ) {
     let slice = |(s, e): (u32, u32)| &src[s as usize..e as usize];
@@ -928,28 +1071,14 @@ fn answer_head(
         out.extend_from_slice(reason);
     }
     out.extend_from_slice(b"\r\n");
-    // Names `connection` lists besides hop-by-hop ones (rare) are dropped too.
-    let connection_lists = |name: &[u8]| {
-        fields.iter().any(|&(ns, ne, vs, ve)| {
-            slice((ns, ne)).eq_ignore_ascii_case(b"connection")
-                && wire::lists(slice((vs, ve)), name)
-        })
-    };
+    let listed = Listed::new(src, fields);
     let rules = &route.response_headers;
-    let ruled = |name: &[u8]| {
-        rules
-            .remove
-            .iter()
-            .chain(rules.set.iter().map(|(n, _)| n))
-            .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
-    };
-    let has_rules = !rules.remove.is_empty() || !rules.set.is_empty();
     for &(ns, ne, vs, ve) in fields {
         let name = slice((ns, ne));
         if wire::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"x-request-id")
-            || (has_rules && ruled(name))
-            || connection_lists(name)
+            || rules.touches(name)
+            || listed.has(name)
         {
             continue;
         }

@@ -50,6 +50,14 @@ pub struct HeaderRules {
 }
 
 impl HeaderRules {
+    /// Whether a rule removes or sets `name` (any case).
+    pub(crate) fn touches(&self, name: &[u8]) -> bool {
+        self.remove
+            .iter()
+            .chain(self.set.iter().map(|(n, _)| n))
+            .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+    }
+
     pub(crate) fn apply(&self, headers: &mut http::HeaderMap) {
         for name in &self.remove {
             headers.remove(name);

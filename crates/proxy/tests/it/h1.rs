@@ -477,3 +477,99 @@ async fn requests_this_path_does_not_take_are_served_by_hyper() {
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(doc["body_len"], 5);
 }
+
+#[tokio::test]
+async fn both_paths_forward_the_same_fields() {
+    let up = Upstream1::start("a").await;
+    let mut r = route(
+        "t/e/same",
+        "*",
+        PathMatch::Prefix("/api".into()),
+        vec![Endpoint::new(up.addr)],
+        Balancer::RoundRobin,
+    );
+    r.allow_http = true;
+    r.strip_prefix = true;
+    r.request_headers
+        .set
+        .push(("x-tenant".parse().unwrap(), "acme".parse().unwrap()));
+    r.request_headers.set.push((
+        "x-forwarded-proto".parse().unwrap(),
+        "ruled".parse().unwrap(),
+    ));
+    r.request_headers.remove.push("x-drop".parse().unwrap());
+    let edge = Edge::start(vec![r]).await;
+    let fields = [
+        ("x-forwarded-for", "10.0.0.1, 10.0.0.2"),
+        ("x-forwarded-host", "spoofed.test"),
+        ("x-request-id", "abc-123"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+        ("x-drop", "gone"),
+        ("x-custom", "kept"),
+    ];
+    // HTTP/1.1: the edge's own path.
+    let h1 = {
+        let mut req = edge.http.get(edge.url("/api/items?page=2"));
+        for (n, v) in fields {
+            req = req.header(n, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_11);
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    // HTTP/2 (prior knowledge): hyper's path.
+    let h2 = {
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .no_proxy()
+            .build()
+            .unwrap();
+        let mut req = client.get(edge.url("/api/items?page=2"));
+        for (n, v) in fields {
+            req = req.header(n, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    assert_eq!(h1["path"], "/items?page=2");
+    assert_eq!(h1["path"], h2["path"]);
+    let h = &h1["headers"];
+    assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "ruled", "the route's rules win");
+    assert_eq!(h["x-request-id"], "abc-123");
+    assert_eq!(h["x-tenant"], "acme");
+    assert_eq!(h["x-custom"], "kept");
+    assert!(h.get("x-drop").is_none());
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "traceparent",
+        "x-tenant",
+        "x-custom",
+        "x-drop",
+        "host",
+    ] {
+        assert_eq!(h1["headers"][name], h2["headers"][name], "{name}");
+    }
+
+    // Hop-by-hop fields and the ones `connection` names never reach the upstream; an
+    // insane request id is replaced.
+    let mut c = Client::connect(edge.addr).await;
+    c.send(b"GET /api/x HTTP/1.1\r\nHost: h1.test\r\nConnection: x-secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Request-Id: bad id!\r\n\r\n")
+        .await;
+    let (head, body) = c.answer(false).await;
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let h = &doc["headers"];
+    for name in ["connection", "x-secret", "keep-alive", "te"] {
+        assert!(h.get(name).is_none(), "{name} reached the upstream: {h}");
+    }
+    let id = h["x-request-id"].as_str().unwrap();
+    assert_eq!(id.len(), 32, "{id}");
+    assert_eq!(header(&head, "x-request-id"), Some(id));
+}
