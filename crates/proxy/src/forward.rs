@@ -1199,9 +1199,19 @@ pub(crate) fn sane_request_id(v: &[u8]) -> bool {
 
 /// Writes `v` as 16 lowercase hex digits into `out`.
 fn hex_into(out: &mut [u8], v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in out.iter_mut().enumerate().take(16) {
-        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    /// Each byte's two hex digits.
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[byte as usize]);
     }
 }
 

@@ -100,6 +100,8 @@ struct UpHead {
     length: Option<(u32, u32)>,
     /// Whether the upstream keeps the connection open after this answer.
     keep_alive: bool,
+    /// Whether its `connection` fields name other fields (dropped too).
+    lists_others: bool,
     /// Whether the request's whole body went to the upstream (an upstream may answer
     /// before reading it all).
     body_sent: bool,
@@ -220,7 +222,7 @@ impl Proxy {
                 }
                 Ok(None) => Next::HandOver,
                 Ok(Some(req)) => {
-                    let keep = !parsed.close && !*shutdown.borrow();
+                    let keep = !parsed.connection.close && !*shutdown.borrow();
                     self.exchange(&mut c, &req, &head, keep, client, clients)
                         .await
                 }
@@ -519,8 +521,9 @@ struct Parsed {
     len: usize,
     method: (usize, usize),
     target: (usize, usize),
-    /// The client asked to close the connection after this request.
-    close: bool,
+    /// What its `connection` fields say (`close`: the client closes after this request;
+    /// `upgrade`: hyper must take it).
+    connection: wire::ConnectionTokens,
     /// Hyper must take the request (HTTP/1.0, `transfer-encoding`, `expect`, an upgrade,
     /// CONNECT).
     hand_over: bool,
@@ -546,6 +549,8 @@ struct Req<'h> {
     id: Option<&'h str>,
     /// The body's length (`content-length`; 0 without one).
     length: u64,
+    /// Whether its `connection` fields name other fields (dropped too).
+    lists_others: bool,
 }
 
 /// Parses a request head at the start of `buf` (its fields' places into `fields`):
@@ -571,7 +576,7 @@ fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Parsed>, 
         len,
         method: at(method.as_bytes()),
         target: at(req.path.unwrap_or("").as_bytes()),
-        close: false,
+        connection: Default::default(),
         hand_over: req.version != Some(1) || method == "CONNECT",
         length: Ok(None),
         host: None,
@@ -593,8 +598,7 @@ fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Parsed>, 
         } else if is(b"transfer-encoding") || is(b"expect") || is(b"upgrade") {
             p.hand_over = true;
         } else if is(b"connection") {
-            p.close |= wire::lists(h.value, b"close");
-            p.hand_over |= wire::lists(h.value, b"upgrade");
+            p.connection.read(h.value);
         } else if is(b"host") {
             p.hosts += 1;
             p.host.get_or_insert((vs, ve));
@@ -602,6 +606,7 @@ fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Parsed>, 
             p.id.get_or_insert((vs, ve));
         }
     }
+    p.hand_over |= p.connection.upgrade;
     Ok(Some(p))
 }
 
@@ -648,6 +653,7 @@ impl Parsed {
             host,
             id,
             length,
+            lists_others: self.connection.others,
         }))
     }
 }
@@ -731,7 +737,7 @@ fn request_head(
     out.extend_from_slice(up.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let rules = &route.request_headers;
-    let listed = Listed::new(src, fields);
+    let listed = Listed::new(src, fields, up.req.lists_others);
     let (mut forwarded_for, mut traceparent) = (None, false);
     for &(ns, ne, vs, ve) in fields {
         let (name, value) = (slice(ns, ne), slice(vs, ve));
@@ -778,8 +784,8 @@ fn request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The names a head's `connection` fields list besides hop-by-hop ones and `close`
-/// (rare): such fields are dropped too.
+/// The names a head's `connection` fields list besides hop-by-hop ones (rare): such
+/// fields are dropped too.
 struct Listed<'a> {
     src: &'a [u8],
     fields: &'a [Field],
@@ -787,19 +793,10 @@ struct Listed<'a> {
 }
 
 impl<'a> Listed<'a> {
-    fn new(src: &'a [u8], fields: &'a [Field]) -> Listed<'a> {
-        let mut listed = Listed {
-            src,
-            fields,
-            any: false,
-        };
-        let any = listed.values().any(|v| {
-            v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| {
-                !t.is_empty() && !wire::is_hop_by_hop(t) && !t.eq_ignore_ascii_case(b"close")
-            })
-        });
-        listed.any = any;
-        listed
+    /// `any`: whether the `connection` fields name anything besides hop-by-hop fields
+    /// (`ConnectionTokens::others`, found while parsing).
+    fn new(src: &'a [u8], fields: &'a [Field], any: bool) -> Listed<'a> {
+        Listed { src, fields, any }
     }
 
     fn values(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
@@ -1001,7 +998,7 @@ fn parse_response(
     };
     fields.clear();
     let (mut te, mut length_at, mut length) = (None, None, Ok(None));
-    let (mut close, mut keep_alive) = (false, false);
+    let mut connection = wire::ConnectionTokens::default();
     for h in resp.headers.iter() {
         let ((ns, ne), (vs, ve)) = (at(h.name.as_bytes()), at(h.value));
         fields.push((ns, ne, vs, ve));
@@ -1020,8 +1017,7 @@ fn parse_response(
             }
             te = Some((vs, ve));
         } else if is(b"connection") {
-            close |= wire::lists(h.value, b"close");
-            keep_alive |= wire::lists(h.value, b"keep-alive");
+            connection.read(h.value);
         }
     }
     let length = length.map_err(|()| Failure::Malformed)?;
@@ -1039,7 +1035,10 @@ fn parse_response(
         framing,
         transfer_encoding: te,
         length: length_at,
-        keep_alive: !close && (!http10 || keep_alive) && framing != Framing::Close,
+        keep_alive: !connection.close
+            && (!http10 || connection.keep_alive)
+            && framing != Framing::Close,
+        lists_others: connection.others,
         body_sent: true,
     }))
 }
@@ -1071,7 +1070,7 @@ fn answer_head(
         out.extend_from_slice(reason);
     }
     out.extend_from_slice(b"\r\n");
-    let listed = Listed::new(src, fields);
+    let listed = Listed::new(src, fields, head.lists_others);
     let rules = &route.response_headers;
     for &(ns, ne, vs, ve) in fields {
         let name = slice((ns, ne));

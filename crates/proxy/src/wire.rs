@@ -62,6 +62,33 @@ pub(crate) fn ends_chunked(value: &[u8]) -> bool {
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
+/// What a `connection` field's value says, read in one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionTokens {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+    /// It names other fields (which are then hop-by-hop too).
+    pub(crate) others: bool,
+}
+
+impl ConnectionTokens {
+    /// Adds what `value` (one `connection` field) says.
+    pub(crate) fn read(&mut self, value: &[u8]) {
+        for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if t.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else if !t.is_empty() && !is_hop_by_hop(t) {
+                self.others = true;
+            }
+        }
+    }
+}
+
 /// Whether a comma-separated header value lists `token` (any case).
 pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
     value
@@ -410,6 +437,25 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn connection_tokens() {
+        let read = |v: &[u8]| {
+            let mut t = ConnectionTokens::default();
+            t.read(v);
+            t
+        };
+        assert_eq!(
+            read(b"Keep-Alive"),
+            ConnectionTokens {
+                keep_alive: true,
+                ..Default::default()
+            }
+        );
+        let t = read(b" close ,Upgrade, x-secret,,te");
+        assert!(t.close && t.upgrade && t.others && !t.keep_alive);
+        assert!(!read(b"te, trailer").others);
     }
 
     #[test]
