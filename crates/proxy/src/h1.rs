@@ -41,8 +41,9 @@ use crate::Proxy;
 
 /// A client has this long to send a request head (waiting for the next request included).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most header fields in a head on this path (more: 431 for a request, 502 for an answer).
-const FIELDS: usize = 64;
+/// Most header fields in a head on this path (more: 431 for a request, 502 for an answer),
+/// as hyper's default.
+const FIELDS: usize = 100;
 /// Bytes read at a time while copying a body.
 const COPY_BUF: usize = 32 * 1024;
 /// HTTP/2's connection preface, which a client with prior knowledge starts with.

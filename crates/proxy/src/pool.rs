@@ -277,6 +277,10 @@ impl Pool {
     /// cleanly (the whole response read, nothing more).
     pub(crate) fn checkin_raw(&self, addr: SocketAddr, mut conn: Raw) {
         conn.buf.clear();
+        // A buffer grown by a large answer is not kept idle.
+        if conn.buf.capacity() > 4 * RAW_BUF {
+            conn.buf = bytes::BytesMut::with_capacity(RAW_BUF);
+        }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let slot = slots.entry(addr).or_default();
         if slot.raw.len() < MAX_IDLE {
