@@ -157,56 +157,13 @@ impl Proxy {
             c.timer
                 .as_mut()
                 .reset(tokio::time::Instant::now() + HEAD_TIMEOUT);
-            // Read a whole head.
-            let parsed = loop {
-                if !c.buf.is_empty() {
-                    if first {
-                        let n = c.buf.len().min(H2_PREFACE.len());
-                        if c.buf[..n] == H2_PREFACE[..n] {
-                            if n == H2_PREFACE.len() {
-                                let pre = c.buf.split().freeze();
-                                return Served::HandOver(c.io, pre);
-                            }
-                        } else {
-                            first = false;
-                        }
-                    }
-                    if !first {
-                        match parse_request(&c.buf, &mut c.req_fields) {
-                            Ok(Some(p)) => break p,
-                            Ok(None) if c.buf.len() >= MAX_HEAD => {
-                                let resp = json_error(
-                                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                                    Code::BadRequest,
-                                    "the request head is too large",
-                                );
-                                write_answer(&mut c, resp, None, false, false).await;
-                                return Served::Done;
-                            }
-                            Ok(None) => {}
-                            Err(status) => {
-                                let message = if status == StatusCode::BAD_REQUEST {
-                                    "the request is not valid HTTP/1.1"
-                                } else {
-                                    "the request has too many header fields"
-                                };
-                                let resp = json_error(status, Code::BadRequest, message);
-                                write_answer(&mut c, resp, None, false, false).await;
-                                return Served::Done;
-                            }
-                        }
-                    }
+            let parsed = match read_request_head(&mut c, stop.as_mut(), first).await {
+                Head::Parsed(p) => p,
+                Head::Preface => {
+                    let pre = c.buf.split().freeze();
+                    return Served::HandOver(c.io, pre);
                 }
-                c.buf.reserve(RAW_BUF);
-                tokio::select! {
-                    biased;
-                    r = c.io.read_buf(&mut c.buf) => match r {
-                        Ok(0) | Err(_) => return Served::Done,
-                        Ok(_) => {}
-                    },
-                    _ = &mut stop, if c.buf.is_empty() => return Served::Done,
-                    _ = c.timer.as_mut() => return Served::Done,
-                }
+                Head::End => return Served::Done,
             };
             first = false;
             // The head moves to a buffer of its own; the bytes after it stay (a body, the
@@ -513,6 +470,74 @@ struct Sent<'a> {
     /// Whether the client keeps its connection open after this request.
     keep: bool,
     head_req: bool,
+}
+
+/// What reading a request head gave.
+enum Head {
+    Parsed(Parsed),
+    /// HTTP/2's connection preface (prior knowledge): hyper's.
+    Preface,
+    /// The connection is over: closed, timed out, shut down, or a bad head was answered.
+    End,
+}
+
+/// Reads a whole request head into the connection's buffer and parses it. A bad or too
+/// large head is answered (400, 431) here. `first`: no request was read on the connection
+/// yet (only then can HTTP/2's preface come).
+async fn read_request_head<I, S>(c: &mut Conn<I>, mut stop: Pin<&mut S>, mut first: bool) -> Head
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    S: std::future::Future<Output = ()>,
+{
+    loop {
+        if !c.buf.is_empty() {
+            if first {
+                let n = c.buf.len().min(H2_PREFACE.len());
+                if c.buf[..n] == H2_PREFACE[..n] {
+                    if n == H2_PREFACE.len() {
+                        return Head::Preface;
+                    }
+                } else {
+                    first = false;
+                }
+            }
+            if !first {
+                match parse_request(&c.buf, &mut c.req_fields) {
+                    Ok(Some(p)) => return Head::Parsed(p),
+                    Ok(None) if c.buf.len() >= MAX_HEAD => {
+                        let resp = json_error(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            Code::BadRequest,
+                            "the request head is too large",
+                        );
+                        write_answer(c, resp, None, false, false).await;
+                        return Head::End;
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        let message = if status == StatusCode::BAD_REQUEST {
+                            "the request is not valid HTTP/1.1"
+                        } else {
+                            "the request has too many header fields"
+                        };
+                        let resp = json_error(status, Code::BadRequest, message);
+                        write_answer(c, resp, None, false, false).await;
+                        return Head::End;
+                    }
+                }
+            }
+        }
+        c.buf.reserve(RAW_BUF);
+        tokio::select! {
+            biased;
+            r = c.io.read_buf(&mut c.buf) => match r {
+                Ok(0) | Err(_) => return Head::End,
+                Ok(_) => {}
+            },
+            _ = stop.as_mut(), if c.buf.is_empty() => return Head::End,
+            _ = c.timer.as_mut() => return Head::End,
+        }
+    }
 }
 
 /// A request head parsed in place: where its parts are in the connection's buffer, and
