@@ -421,11 +421,23 @@ impl Proxy {
             .unwrap_or("-");
         self.record(done, head.status, bytes);
         up.buf.advance(head.len);
-        let clean = match copy_body(&mut c.io, &mut c.out, &mut up, head.framing).await {
+        let clean = match copy_body(
+            &mut c.io,
+            &mut c.out,
+            &mut up,
+            head.framing,
+            &mut c.timer,
+            sent.route.timeout,
+        )
+        .await
+        {
             Ok(clean) => clean,
             Err(_) => return Next::Close,
         };
-        if c.io.flush().await.is_err() {
+        if bounded(&mut c.timer, sent.route.timeout, c.io.flush())
+            .await
+            .is_err()
+        {
             return Next::Close;
         }
         if clean && head.keep_alive && head.body_sent {
@@ -727,7 +739,12 @@ where
     if !head_req {
         out.extend_from_slice(resp.body());
     }
-    let written = c.io.write_all(out).await.is_ok() && c.io.flush().await.is_ok();
+    let written = bounded(&mut c.timer, HEAD_TIMEOUT, c.io.write_all(out))
+        .await
+        .is_ok()
+        && bounded(&mut c.timer, HEAD_TIMEOUT, c.io.flush())
+            .await
+            .is_ok();
     if written && keep {
         Next::Again
     } else {
@@ -1122,14 +1139,42 @@ fn answer_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// One read from the upstream or one write to the client while an answer is copied: done
+/// at once (the common case, no timer set), or within `limit`, so that a body that stalls
+/// either way (an upstream that stops sending, a client that stops reading) ends the
+/// exchange instead of holding its connections forever.
+async fn bounded<T>(
+    timer: &mut Pin<Box<Sleep>>,
+    limit: Duration,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::pin!(step);
+    tokio::select! {
+        biased;
+        r = &mut step => return r,
+        () = std::future::ready(()) => {}
+    }
+    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    tokio::select! {
+        biased;
+        r = &mut step => r,
+        () = timer.as_mut() => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the answer's body stalled",
+        )),
+    }
+}
+
 /// Writes `out` (the answer head) and the answer's body, read from `up` as its framing
-/// says. `Ok(true)` when the body ended exactly where the upstream's bytes did (the
-/// connection may serve another request).
+/// says, each step within `limit` (`bounded`). `Ok(true)` when the body ended exactly
+/// where the upstream's bytes did (the connection may serve another request).
 async fn copy_body<I>(
     io: &mut I,
     out: &mut Vec<u8>,
     up: &mut Raw,
     framing: Framing,
+    timer: &mut Pin<Box<Sleep>>,
+    limit: Duration,
 ) -> std::io::Result<bool>
 where
     I: AsyncWrite + Unpin,
@@ -1137,23 +1182,23 @@ where
     let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "answer cut short");
     match framing {
         Framing::Empty => {
-            io.write_all(out).await?;
+            bounded(timer, limit, io.write_all(out)).await?;
             Ok(up.buf.is_empty())
         }
         Framing::Length(n) => {
             let take = (up.buf.len() as u64).min(n) as usize;
             out.extend_from_slice(&up.buf[..take]);
             up.buf.advance(take);
-            io.write_all(out).await?;
+            bounded(timer, limit, io.write_all(out)).await?;
             let mut left = n - take as u64;
             while left > 0 {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if up.tcp.read_buf(&mut up.buf).await? == 0 {
+                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Err(truncated());
                 }
                 let take = (up.buf.len() as u64).min(left) as usize;
-                io.write_all(&up.buf[..take]).await?;
+                bounded(timer, limit, io.write_all(&up.buf[..take])).await?;
                 up.buf.advance(take);
                 left -= take as u64;
             }
@@ -1165,15 +1210,15 @@ where
             let n = end.feed(&up.buf).map_err(bad)?;
             out.extend_from_slice(&up.buf[..n]);
             up.buf.advance(n);
-            io.write_all(out).await?;
+            bounded(timer, limit, io.write_all(out)).await?;
             while !end.is_done() {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if up.tcp.read_buf(&mut up.buf).await? == 0 {
+                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Err(truncated());
                 }
                 let n = end.feed(&up.buf).map_err(bad)?;
-                io.write_all(&up.buf[..n]).await?;
+                bounded(timer, limit, io.write_all(&up.buf[..n])).await?;
                 up.buf.advance(n);
             }
             Ok(up.buf.is_empty())
@@ -1181,14 +1226,14 @@ where
         Framing::Close => {
             out.extend_from_slice(&up.buf);
             up.buf.clear();
-            io.write_all(out).await?;
+            bounded(timer, limit, io.write_all(out)).await?;
             loop {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if up.tcp.read_buf(&mut up.buf).await? == 0 {
+                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Ok(false);
                 }
-                io.write_all(&up.buf).await?;
+                bounded(timer, limit, io.write_all(&up.buf)).await?;
             }
         }
     }

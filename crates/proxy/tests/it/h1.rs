@@ -573,3 +573,33 @@ async fn both_paths_forward_the_same_fields() {
     assert_eq!(id.len(), 32, "{id}");
     assert_eq!(header(&head, "x-request-id"), Some(id));
 }
+
+#[tokio::test]
+async fn an_answer_that_stalls_mid_body_ends_within_the_route_timeout() {
+    // Promises 100 bytes, sends 7, then waits (the connection stays open).
+    let (up, _) = scripted(|_| Script {
+        answer: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial".to_vec(),
+        close: false,
+        early: false,
+    })
+    .await;
+    let edge = Edge::start(vec![one_route(up)]).await; // route timeout: 1 s
+    let mut c = Client::connect(edge.addr).await;
+    c.send(&get("/stall")).await;
+    let started = std::time::Instant::now();
+    let end = loop {
+        if let Some(i) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        assert!(c.more().await, "closed before the head");
+    };
+    assert!(c.buf.starts_with(b"HTTP/1.1 200"));
+    // The rest of the body never comes: the edge closes the connection.
+    while c.more().await {}
+    assert_eq!(&c.buf[end..], b"partial");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
