@@ -1,7 +1,8 @@
 //! A bare edge data plane for profiling: `edge_serve LISTEN UPSTREAM [WORKERS] [SECONDS]`
 //! serves every host and path on LISTEN by forwarding to UPSTREAM (plain HTTP/1.1, one
 //! route, default settings) with WORKERS worker runtimes (default 1), for SECONDS (default
-//! 30), then prints the number of requests it answered. Load it with wrk and run it under
+//! 30), then prints the number of requests it answered; with `EDGE_SERVE_TLS=1` it serves
+//! HTTPS with a self-signed certificate (policy `compatible`). Load it with wrk and run it under
 //! `valgrind --tool=callgrind` or `perf` to see where the instructions per request go.
 //! It must never be used to serve real traffic: it has no TLS, no limits of its own and no
 //! control side.
@@ -47,8 +48,15 @@ fn main() {
     rt.block_on(async {
         let listeners = proxy::bind_workers(listen, workers).expect("bind");
         let (stop, rx) = tokio::sync::watch::channel(false);
+        let tls = std::env::var("EDGE_SERVE_TLS")
+            .is_ok_and(|v| v == "1")
+            .then(|| {
+                let ck = tls::self_signed(&["bench.test".to_string()]).expect("certificate");
+                let cfg = tls::server_config(tls::TlsPolicy::Compatible, ck).expect("TLS config");
+                proxy::TlsConfig::new(cfg)
+            });
         let w = proxy
-            .spawn_workers(listeners, None, rx, Duration::from_secs(1))
+            .spawn_workers(listeners, tls, rx, Duration::from_secs(1))
             .expect("workers");
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let _ = stop.send(true);
