@@ -11,7 +11,8 @@ use crate::harness::*;
 /// Builds the example (bounded) into its own target dir (the outer `cargo test` holds
 /// the lock of the main one). `None` (with a message) if it cannot be built.
 async fn build_example() -> Option<PathBuf> {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let workspace = manifest_dir.parent()?.parent()?.to_path_buf();
     let manifest = workspace.join("examples/customers-mngr/Cargo.toml");
     let target = std::env::var_os("CARGO_TARGET_DIR")
