@@ -207,6 +207,8 @@ impl Conn<'_> {
     /// Runs statements without values (transaction control), several separated by `;`.
     pub(crate) async fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
+            // One statement (BEGIN, COMMIT, a savepoint) is prepared once and kept.
+            Conn::Lite(c) if !sql.contains(';') => lite_execute(c, &query(sql)).map(|_| ()),
             Conn::Lite(c) => c.execute_batch(sql).map_err(lite_error),
             Conn::Any(c) => {
                 c.execute(sql).await?;
@@ -320,12 +322,14 @@ mod tests {
     fn placeholders_bind_by_number_in_any_order_and_repeated() {
         let mut c = lite();
         let mut conn = Conn::Lite(&mut c);
-        let row = run_now(conn.fetch_one(
-            query("SELECT $2 AS a, $1 AS b, $2 AS c, $3 AS d")
-                .bind("one")
-                .bind(2i64)
-                .bind(None::<String>),
-        ))
+        let row = run_now(
+            conn.fetch_one(
+                query("SELECT $2 AS a, $1 AS b, $2 AS c, $3 AS d")
+                    .bind("one")
+                    .bind(2i64)
+                    .bind(None::<String>),
+            ),
+        )
         .expect("select");
         assert_eq!(row.int("a").expect("a"), 2);
         assert_eq!(row.text("b").expect("b"), "one");

@@ -200,17 +200,17 @@ fn write_lite(
     if let Err(e) = run_now(c.batch("BEGIN IMMEDIATE")) {
         return refuse_all(batch, e);
     }
-    let (answers, keep) =
-        match run_now(async { Ok(run_batch(&mut c, Engine::Sqlite, clock, batch).await) }) {
-            Ok(r) => r,
-            Err(e) => {
-                // Unreachable (a batch on SQLite never waits): nothing can be answered, so the
-                // callers see the writer's channel closed.
-                tracing::error!(error = %e, "write batch failed");
-                let _ = run_now(c.batch("ROLLBACK"));
-                return;
-            }
-        };
+    let ran = run_now(async { Ok(run_batch(&mut c, Engine::Sqlite, clock, batch).await) });
+    let (answers, keep) = match ran {
+        Ok(r) => r,
+        Err(e) => {
+            // Unreachable (a batch on SQLite never waits): nothing can be answered, so the
+            // callers see the writer's channel closed.
+            tracing::error!(error = %e, "write batch failed");
+            let _ = run_now(c.batch("ROLLBACK"));
+            return;
+        }
+    };
     let result = match keep {
         Ok(true) => run_now(c.batch("COMMIT")),
         Ok(false) => run_now(c.batch("ROLLBACK")),
