@@ -7,6 +7,10 @@
 //! planes can share one database); concurrent writes may share one transaction through
 //! the group-commit writer (`writer`), each change in its own savepoint.
 //!
+//! Most statements go through sqlx (`Any`) on both engines. On SQLite the hot paths (the
+//! group-commit writer and a few point reads) drive the same file in place instead (`lite`),
+//! with their statements written once for both engines (`db::Conn`).
+//!
 //! This crate must never decide who may do what (that is the API's job with
 //! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
 
