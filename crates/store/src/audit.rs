@@ -15,6 +15,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 
+use crate::db::{self, Cols, Conn};
 use crate::{parse_ts, ts, Actor, Engine, Result, Store, StoreError};
 
 /// The `prev_hash` of the first event.
@@ -84,7 +85,7 @@ pub(crate) async fn append(
     new: &NewEvent,
     now: OffsetDateTime,
 ) -> Result<()> {
-    append_all(tx, engine, &[(actor, new)], now).await
+    append_all(&mut Conn::Any(tx), engine, &[(actor, new)], now).await
 }
 
 /// Rows of one multi-row insert (12 parameters each, well below both engines' limits).
@@ -93,7 +94,7 @@ const INSERT_CHUNK: usize = 64;
 /// Appends `events` in order inside `tx`: the chain head is read (and locked) once, the
 /// events are linked and inserted in a few multi-row statements, and the head is moved once.
 pub(crate) async fn append_all(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut Conn<'_>,
     engine: Engine,
     events: &[(&Actor, &NewEvent)],
     now: OffsetDateTime,
@@ -105,9 +106,9 @@ pub(crate) async fn append_all(
         Engine::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         Engine::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
     };
-    let head = sqlx::query(head_sql).fetch_one(&mut **tx).await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev_hash: String = head.try_get("hash")?;
+    let head = conn.fetch_one(db::query(head_sql)).await?;
+    let mut seq: i64 = head.int("seq")?;
+    let mut prev_hash: String = head.text("hash")?;
     // Millisecond precision is what is stored and hashed.
     let now = parse_ts(&ts(now))?;
     let mut linked = Vec::with_capacity(events.len());
@@ -151,29 +152,30 @@ pub(crate) async fn append_all(
             }
             sql.push(')');
         }
-        let mut q = sqlx::query(&sql);
+        let mut q = db::query(&sql);
         for ev in chunk {
             q = q
                 .bind(ev.seq)
-                .bind(time.clone())
-                .bind(ev.principal.clone())
-                .bind(ev.action.clone())
-                .bind(ev.resource.clone())
-                .bind(ev.scope.clone())
+                .bind(time.as_str())
+                .bind(&ev.principal)
+                .bind(&ev.action)
+                .bind(&ev.resource)
+                .bind(&ev.scope)
                 .bind(ev.outcome.as_str())
-                .bind(ev.request_id.clone())
-                .bind(ev.source.clone())
-                .bind(ev.detail.clone())
-                .bind(ev.prev_hash.clone())
-                .bind(ev.hash.clone());
+                .bind(&ev.request_id)
+                .bind(&ev.source)
+                .bind(&ev.detail)
+                .bind(&ev.prev_hash)
+                .bind(&ev.hash);
         }
-        q.execute(&mut **tx).await?;
+        conn.execute(q).await?;
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev_hash)
-        .execute(&mut **tx)
-        .await?;
+    conn.execute(
+        db::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev_hash),
+    )
+    .await?;
     Ok(())
 }
 

@@ -7,11 +7,11 @@
 
 use model::kms::KeyState;
 use model::Scope;
-use sqlx::any::AnyRow;
 use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::audit::NewEvent;
+use crate::db::{self, Cols, Conn};
 use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
 
 /// What a key protects.
@@ -104,10 +104,7 @@ pub struct KeyChange {
 }
 
 /// Binds a key's fields as `$1..$14`, in `KEY_COLS` order.
-pub(crate) fn bind_key<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    key: &'q KeyRecord,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+pub(crate) fn bind_key<'q>(q: db::Query<'q>, key: &KeyRecord) -> db::Query<'q> {
     q.bind(&key.id)
         .bind(key.purpose.as_str())
         .bind(key.scope.to_string())
@@ -128,32 +125,30 @@ pub(crate) const KEY_COLS: &str =
     "id, purpose, scope, name, parent, state, current_version, min_decrypt_version, \
     rotation_days, next_rotation_at, deletion_at, description, created_at, created_by";
 
-fn opt_time(row: &AnyRow, col: &str) -> Result<Option<OffsetDateTime>> {
-    row.try_get::<Option<String>, _>(col)?
-        .map(|s| parse_ts(&s))
-        .transpose()
+fn opt_time(row: &impl Cols, col: &str) -> Result<Option<OffsetDateTime>> {
+    row.opt_text(col)?.map(|s| parse_ts(&s)).transpose()
 }
 
-fn u32_col(row: &AnyRow, col: &str) -> Result<u32> {
-    let v: i64 = row.try_get(col)?;
+fn u32_col(row: &impl Cols, col: &str) -> Result<u32> {
+    let v = row.int(col)?;
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range")))
 }
 
-fn row_to_key(row: &AnyRow) -> Result<KeyRecord> {
+fn row_to_key(row: &impl Cols) -> Result<KeyRecord> {
     row_to_key_p(row, "")
 }
 
 /// `row_to_key` for columns named with `prefix` (in a join).
-pub(crate) fn row_to_key_p(row: &AnyRow, prefix: &str) -> Result<KeyRecord> {
+pub(crate) fn row_to_key_p(row: &impl Cols, prefix: &str) -> Result<KeyRecord> {
     let col = |c: &str| format!("{prefix}{c}");
-    let state: String = row.try_get(col("state").as_str())?;
-    let scope: String = row.try_get(col("scope").as_str())?;
+    let state = row.text(&col("state"))?;
+    let scope = row.text(&col("scope"))?;
     Ok(KeyRecord {
-        id: row.try_get(col("id").as_str())?,
-        purpose: KeyPurpose::parse(&row.try_get::<String, _>(col("purpose").as_str())?)?,
+        id: row.text(&col("id"))?,
+        purpose: KeyPurpose::parse(&row.text(&col("purpose"))?)?,
         scope: Scope::parse(&scope).map_err(|e| StoreError::Corrupt(e.message))?,
-        name: row.try_get(col("name").as_str())?,
-        parent: row.try_get(col("parent").as_str())?,
+        name: row.text(&col("name"))?,
+        parent: row.opt_text(&col("parent"))?,
         state: KeyState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key state {state:?}")))?,
         current_version: u32_col(row, &col("current_version"))?,
@@ -161,9 +156,9 @@ pub(crate) fn row_to_key_p(row: &AnyRow, prefix: &str) -> Result<KeyRecord> {
         rotation_days: u32_col(row, &col("rotation_days"))?,
         next_rotation_at: opt_time(row, &col("next_rotation_at"))?,
         deletion_at: opt_time(row, &col("deletion_at"))?,
-        description: row.try_get(col("description").as_str())?,
-        created_at: parse_ts(&row.try_get::<String, _>(col("created_at").as_str())?)?,
-        created_by: row.try_get(col("created_by").as_str())?,
+        description: row.text(&col("description"))?,
+        created_at: parse_ts(&row.text(&col("created_at"))?)?,
+        created_by: row.text(&col("created_by"))?,
     })
 }
 
@@ -212,12 +207,7 @@ impl Store {
     }
 
     pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>> {
-        sqlx::query(&format!("SELECT {KEY_COLS} FROM keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| row_to_key(&r))
-            .transpose()
+        read_with!(self, |c| key_on(c, id))
     }
 
     /// Keys of an environment with a purpose, by name.
@@ -295,7 +285,7 @@ impl Store {
     /// Creates a key with its first version. The environment must exist.
     pub async fn create_key(&self, actor: &Actor, key: &KeyRecord, wrapped_v1: &str) -> Result<()> {
         let mut w = self.begin_write().await?;
-        insert_key(&mut w.tx, key, wrapped_v1).await?;
+        insert_key(&mut Conn::Any(&mut w.tx), key, wrapped_v1).await?;
         let mut ev = NewEvent::success("key.create", resource(&key.id), key.scope.clone());
         ev.detail = format!(
             "purpose={} rotation_days={}",
@@ -425,6 +415,15 @@ impl Store {
     }
 }
 
+/// Reads key `id`, if it exists.
+async fn key_on(conn: &mut Conn<'_>, id: &str) -> Result<Option<KeyRecord>> {
+    let sql = format!("SELECT {KEY_COLS} FROM keys WHERE id = $1");
+    conn.fetch_optional(db::query(&sql).bind(id))
+        .await?
+        .map(|r| row_to_key(&r))
+        .transpose()
+}
+
 /// Reads key `id` inside an open transaction.
 async fn key_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str) -> Result<KeyRecord> {
     sqlx::query(&format!("SELECT {KEY_COLS} FROM keys WHERE id = $1"))
@@ -438,15 +437,17 @@ async fn key_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str) -> Res
 
 /// Inserts a key and its version 1 inside an open transaction.
 pub(crate) async fn insert_key(
-    tx: &mut sqlx::AnyConnection,
+    conn: &mut Conn<'_>,
     key: &KeyRecord,
     wrapped_v1: &str,
 ) -> Result<()> {
     if let Scope::Environment(t, e) = &key.scope {
-        let env = sqlx::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
-            .bind(t.as_str())
-            .bind(e.as_str())
-            .fetch_optional(&mut *tx)
+        let env = conn
+            .fetch_optional(
+                db::query("SELECT 1 AS x FROM environments WHERE tenant = $1 AND name = $2")
+                    .bind(t.as_str())
+                    .bind(e.as_str()),
+            )
             .await?;
         if env.is_none() {
             return Err(StoreError::NotFound(format!(
@@ -454,9 +455,8 @@ pub(crate) async fn insert_key(
             )));
         }
     }
-    let exists = sqlx::query("SELECT 1 AS x FROM keys WHERE id = $1")
-        .bind(&key.id)
-        .fetch_optional(&mut *tx)
+    let exists = conn
+        .fetch_optional(db::query("SELECT 1 AS x FROM keys WHERE id = $1").bind(&key.id))
         .await?;
     if exists.is_some() {
         return Err(StoreError::AlreadyExists(format!(
@@ -467,14 +467,15 @@ pub(crate) async fn insert_key(
     let sql = format!(
         "INSERT INTO keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     );
-    bind_key(sqlx::query(&sql), key).execute(&mut *tx).await?;
-    sqlx::query(
-        "INSERT INTO key_versions (key_id, version, wrapped, created_at) VALUES ($1, 1, $2, $3)",
+    conn.execute(bind_key(db::query(&sql), key)).await?;
+    conn.execute(
+        db::query(
+            "INSERT INTO key_versions (key_id, version, wrapped, created_at) VALUES ($1, 1, $2, $3)",
+        )
+        .bind(&key.id)
+        .bind(wrapped_v1)
+        .bind(ts(key.created_at)),
     )
-    .bind(&key.id)
-    .bind(wrapped_v1)
-    .bind(ts(key.created_at))
-    .execute(&mut *tx)
     .await?;
     Ok(())
 }

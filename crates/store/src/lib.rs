@@ -7,15 +7,37 @@
 //! planes can share one database); concurrent writes may share one transaction through
 //! the group-commit writer (`writer`), each change in its own savepoint.
 //!
+//! Most statements go through sqlx (`Any`) on both engines. On SQLite the hot paths (the
+//! group-commit writer and a few point reads) drive the same file in place instead (`lite`),
+//! with their statements written once for both engines (`db::Conn`).
+//!
 //! This crate must never decide who may do what (that is the API's job with
 //! `model::rbac`), never log a token or a secret, and never depend on a higher crate.
+
+/// Runs `$body`, a future of statements on `$c: &mut db::Conn`, with a read connection: on
+/// SQLite in place on this thread (`lite`), on PostgreSQL with a pooled sqlx connection.
+/// For point reads on hot paths, which SQLite answers in microseconds.
+macro_rules! read_with {
+    ($store:expr, |$c:ident| $body:expr) => {
+        match &$store.lite {
+            Some(lite) => lite.read(|$c| $crate::db::run_now($body)),
+            None => {
+                let mut pooled = $store.pool.acquire().await?;
+                let $c = &mut $crate::db::Conn::Any(&mut *pooled);
+                $body.await
+            }
+        }
+    };
+}
 
 pub mod advisories;
 pub mod artifacts;
 pub mod audit;
 mod auth_cache;
 pub mod certs;
+mod db;
 pub mod keyring;
+mod lite;
 mod principals;
 mod routes;
 mod schema;
@@ -60,6 +82,9 @@ pub enum StoreError {
     Backend(sqlx::Error),
     #[error("store holds data this version cannot read: {0}")]
     Corrupt(String),
+    /// The SQLite engine of the hot paths failed (see `lite`), with its cause.
+    #[error("store error: {0}")]
+    Engine(String),
     /// A batched write failed (the cause is logged once by the batch writer).
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -73,7 +98,7 @@ impl StoreError {
             StoreError::Conflict(_) | StoreError::VersionMismatch(_) => Code::Conflict,
             StoreError::Unprocessable(_) => Code::Unprocessable,
             StoreError::BadUrl(_) => Code::InvalidArgument,
-            StoreError::Backend(_) => Code::Unavailable,
+            StoreError::Backend(_) | StoreError::Engine(_) => Code::Unavailable,
             StoreError::Corrupt(_) => Code::Internal,
             StoreError::Unavailable(_) => Code::Unavailable,
         }
@@ -144,6 +169,8 @@ pub struct Store {
     writer: writer::Writer,
     /// Authenticated principals by token hash (see `auth_cache`).
     auth_cache: auth_cache::AuthCache,
+    /// On SQLite, the connections of the hot paths, driven in place (see `lite`).
+    lite: Option<Arc<lite::Lite>>,
 }
 
 impl Store {
@@ -187,7 +214,14 @@ impl Store {
             .connect_with(opts)
             .await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
-        let writer = writer::Writer::spawn(pool.clone(), engine, write_lock.clone(), clock.clone());
+        let lite = (engine == Engine::Sqlite).then(|| Arc::new(lite::Lite::new(url)));
+        let writer = writer::Writer::spawn(
+            pool.clone(),
+            engine,
+            lite.clone(),
+            write_lock.clone(),
+            clock.clone(),
+        )?;
         let store = Store {
             pool,
             engine,
@@ -196,6 +230,7 @@ impl Store {
             url_display,
             writer,
             auth_cache: Default::default(),
+            lite,
         };
         schema::migrate(&store).await?;
         Ok(store)

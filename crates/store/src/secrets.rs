@@ -6,11 +6,10 @@ use model::kms::{
     ContentType, RequestState, SecretInfo, SecretRequest, SecretState, SecretVersionInfo,
 };
 use model::Scope;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use crate::audit::NewEvent;
+use crate::db::{self, Cols, Conn};
 use crate::keyring::{bind_key, insert_key, row_to_key_p, KeyRecord, KEY_COLS, KEY_COLS_K};
 use crate::writer::{BoxFut, Change};
 use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
@@ -47,20 +46,18 @@ const VERSION_COLS: &str =
 const REQUEST_COLS: &str =
     "id, scope, name, description, state, requested_by, requested_at, closed_by, closed_at";
 
-fn opt_time(row: &AnyRow, col: &str) -> Result<Option<OffsetDateTime>> {
-    row.try_get::<Option<String>, _>(col)?
-        .map(|s| parse_ts(&s))
-        .transpose()
+fn opt_time(row: &impl Cols, col: &str) -> Result<Option<OffsetDateTime>> {
+    row.opt_text(col)?.map(|s| parse_ts(&s)).transpose()
 }
 
 fn u32_of(v: i64, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} out of range")))
 }
 
-fn row_to_secret(row: &AnyRow) -> Result<(SecretInfo, String)> {
-    let scope: String = row.try_get("scope")?;
-    let name: String = row.try_get("name")?;
-    let state = match row.try_get::<String, _>("state")?.as_str() {
+fn row_to_secret(row: &impl Cols) -> Result<(SecretInfo, String)> {
+    let scope = row.text("scope")?;
+    let name = row.text("name")?;
+    let state = match row.text("state")?.as_str() {
         "active" => SecretState::Active,
         "deleted" => SecretState::Deleted,
         s => return Err(StoreError::Corrupt(format!("unknown secret state {s:?}"))),
@@ -68,36 +65,36 @@ fn row_to_secret(row: &AnyRow) -> Result<(SecretInfo, String)> {
     let info = SecretInfo {
         name: format!("{scope}/{name}"),
         state,
-        current_version: u32_of(row.try_get("current_version")?, "version")?,
+        current_version: u32_of(row.int("current_version")?, "version")?,
         previous_version: row
-            .try_get::<Option<i64>, _>("previous_version")?
+            .opt_int("previous_version")?
             .map(|v| u32_of(v, "version"))
             .transpose()?,
-        description: row.try_get("description")?,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        created_by: row.try_get("created_by")?,
-        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
-        updated_by: row.try_get("updated_by")?,
+        description: row.text("description")?,
+        created_at: parse_ts(&row.text("created_at")?)?,
+        created_by: row.text("created_by")?,
+        updated_at: parse_ts(&row.text("updated_at")?)?,
+        updated_by: row.text("updated_by")?,
         deleted_at: opt_time(row, "deleted_at")?,
         purge_at: opt_time(row, "purge_at")?,
     };
-    Ok((info, row.try_get("key_id")?))
+    Ok((info, row.text("key_id")?))
 }
 
-fn row_to_version(row: &AnyRow, current: u32, previous: Option<u32>) -> Result<StoredVersion> {
+fn row_to_version(row: &impl Cols, current: u32, previous: Option<u32>) -> Result<StoredVersion> {
     row_to_version_p(row, "", current, previous)
 }
 
 /// `row_to_version` for columns named with `prefix` (in a join).
 fn row_to_version_p(
-    row: &AnyRow,
+    row: &impl Cols,
     prefix: &str,
     current: u32,
     previous: Option<u32>,
 ) -> Result<StoredVersion> {
     let col = |c: &str| format!("{prefix}{c}");
-    let version = u32_of(row.try_get(col("version").as_str())?, "version")?;
-    let ct: String = row.try_get(col("content_type").as_str())?;
+    let version = u32_of(row.int(&col("version"))?, "version")?;
+    let ct = row.text(&col("content_type"))?;
     let stage = if version == current {
         Some("current".to_string())
     } else if Some(version) == previous {
@@ -111,32 +108,32 @@ fn row_to_version_p(
             stage,
             content_type: ContentType::parse(&ct)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown content type {ct:?}")))?,
-            size: row.try_get::<i64, _>(col("size").as_str())? as u64,
-            key_version: u32_of(row.try_get(col("key_version").as_str())?, "key version")?,
-            created_at: parse_ts(&row.try_get::<String, _>(col("created_at").as_str())?)?,
-            created_by: row.try_get(col("created_by").as_str())?,
+            size: row.int(&col("size"))? as u64,
+            key_version: u32_of(row.int(&col("key_version"))?, "key version")?,
+            created_at: parse_ts(&row.text(&col("created_at"))?)?,
+            created_by: row.text(&col("created_by"))?,
         },
-        ciphertext: row.try_get(col("ciphertext").as_str())?,
+        ciphertext: row.text(&col("ciphertext"))?,
     })
 }
 
-fn row_to_request(row: &AnyRow) -> Result<SecretRequest> {
-    let scope: String = row.try_get("scope")?;
-    let name: String = row.try_get("name")?;
-    let state = match row.try_get::<String, _>("state")?.as_str() {
+fn row_to_request(row: &impl Cols) -> Result<SecretRequest> {
+    let scope = row.text("scope")?;
+    let name = row.text("name")?;
+    let state = match row.text("state")?.as_str() {
         "open" => RequestState::Open,
         "fulfilled" => RequestState::Fulfilled,
         "cancelled" => RequestState::Cancelled,
         s => return Err(StoreError::Corrupt(format!("unknown request state {s:?}"))),
     };
     Ok(SecretRequest {
-        id: row.try_get("id")?,
+        id: row.text("id")?,
         secret: format!("{scope}/{name}"),
-        description: row.try_get("description")?,
+        description: row.text("description")?,
         state,
-        requested_by: row.try_get("requested_by")?,
-        requested_at: parse_ts(&row.try_get::<String, _>("requested_at")?)?,
-        closed_by: row.try_get("closed_by")?,
+        requested_by: row.text("requested_by")?,
+        requested_at: parse_ts(&row.text("requested_at")?)?,
+        closed_by: row.opt_text("closed_by")?,
         closed_at: opt_time(row, "closed_at")?,
     })
 }
@@ -146,19 +143,15 @@ fn resource(scope: &Scope, name: &str) -> String {
 }
 
 async fn fetch_secret(
-    tx: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     scope: &str,
     name: &str,
 ) -> Result<Option<(SecretInfo, String)>> {
-    sqlx::query(&format!(
-        "SELECT {SECRET_COLS} FROM secrets WHERE scope = $1 AND name = $2"
-    ))
-    .bind(scope)
-    .bind(name)
-    .fetch_optional(&mut *tx)
-    .await?
-    .map(|r| row_to_secret(&r))
-    .transpose()
+    let sql = format!("SELECT {SECRET_COLS} FROM secrets WHERE scope = $1 AND name = $2");
+    conn.fetch_optional(db::query(&sql).bind(scope).bind(name))
+        .await?
+        .map(|r| row_to_secret(&r))
+        .transpose()
 }
 
 /// A put of a secret version, run by the group-commit writer.
@@ -179,7 +172,7 @@ struct PutSecret {
 impl Change for PutSecret {
     type Output = SecretInfo;
 
-    fn apply(self, conn: &mut AnyConnection) -> BoxFut<'_, Result<(SecretInfo, NewEvent)>> {
+    fn apply<'c>(self, conn: &'c mut Conn<'_>) -> BoxFut<'c, Result<(SecretInfo, NewEvent)>> {
         Box::pin(async move {
             // The common cases first, in as few statements as possible: each first statement
             // makes its checks in its WHERE clause and changes nothing when one fails; then
@@ -194,15 +187,16 @@ impl Change for PutSecret {
                 None => self.put_checked(conn).await?,
             };
             // Putting the value fulfils open requests for this secret.
-            sqlx::query(
-                "UPDATE secret_requests SET state = 'fulfilled', closed_by = $1, closed_at = $2 \
-                 WHERE scope = $3 AND name = $4 AND state = 'open'",
+            conn.execute(
+                db::query(
+                    "UPDATE secret_requests SET state = 'fulfilled', closed_by = $1, closed_at = $2 \
+                     WHERE scope = $3 AND name = $4 AND state = 'open'",
+                )
+                .bind(&self.principal)
+                .bind(&self.now)
+                .bind(self.scope.to_string())
+                .bind(&self.name),
             )
-            .bind(&self.principal)
-            .bind(&self.now)
-            .bind(self.scope.to_string())
-            .bind(&self.name)
-            .execute(&mut *conn)
             .await?;
             let mut ev =
                 NewEvent::success("secret.put", resource(&self.scope, &self.name), self.scope);
@@ -213,27 +207,29 @@ impl Change for PutSecret {
 }
 
 impl PutSecret {
-    async fn insert_version(&self, conn: &mut AnyConnection, v: u32) -> Result<()> {
-        sqlx::query(&format!(
+    async fn insert_version(&self, conn: &mut Conn<'_>, v: u32) -> Result<()> {
+        let sql = format!(
             "INSERT INTO secret_versions (scope, name, {VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .bind(self.scope.to_string())
-        .bind(&self.name)
-        .bind(v as i64)
-        .bind(&self.ciphertext)
-        .bind(self.content_type.as_str())
-        .bind(self.size as i64)
-        .bind(self.key_version as i64)
-        .bind(&self.now)
-        .bind(&self.principal)
-        .execute(&mut *conn)
+        );
+        conn.execute(
+            db::query(&sql)
+                .bind(self.scope.to_string())
+                .bind(&self.name)
+                .bind(v as i64)
+                .bind(&self.ciphertext)
+                .bind(self.content_type.as_str())
+                .bind(self.size as i64)
+                .bind(self.key_version as i64)
+                .bind(&self.now)
+                .bind(&self.principal),
+        )
         .await?;
         Ok(())
     }
 
     /// A new secret: its key inserted only if the environment exists and neither the key
     /// nor the secret does; `None` (nothing changed) otherwise.
-    async fn create_fast(&self, conn: &mut AnyConnection) -> Result<Option<(SecretInfo, u32)>> {
+    async fn create_fast(&self, conn: &mut Conn<'_>) -> Result<Option<(SecretInfo, u32)>> {
         let (Some((key, wrapped)), Scope::Environment(t, e)) = (&self.new_key, &self.scope) else {
             return Ok(None);
         };
@@ -249,40 +245,44 @@ impl PutSecret {
              AND NOT EXISTS (SELECT 1 FROM keys WHERE id = $1) \
              AND NOT EXISTS (SELECT 1 FROM secrets WHERE scope = $3 AND name = $17)"
         );
-        let inserted = bind_key(sqlx::query(&sql), key)
-            .bind(t.as_str())
-            .bind(e.as_str())
-            .bind(&self.name)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+        let inserted = conn
+            .execute(
+                bind_key(db::query(&sql), key)
+                    .bind(t.as_str())
+                    .bind(e.as_str())
+                    .bind(&self.name),
+            )
+            .await?;
         if inserted == 0 {
             return Ok(None);
         }
-        sqlx::query(
-            "INSERT INTO key_versions (key_id, version, wrapped, created_at) VALUES ($1, 1, $2, $3)",
+        conn.execute(
+            db::query(
+                "INSERT INTO key_versions (key_id, version, wrapped, created_at) VALUES ($1, 1, $2, $3)",
+            )
+            .bind(&key.id)
+            .bind(wrapped.as_str())
+            .bind(ts(key.created_at)),
         )
-        .bind(&key.id)
-        .bind(wrapped)
-        .bind(ts(key.created_at))
-        .execute(&mut *conn)
         .await?;
         let info = self.insert_secret(conn, &key.id).await?;
         Ok(Some((info, 1)))
     }
 
-    async fn insert_secret(&self, conn: &mut AnyConnection, key_id: &str) -> Result<SecretInfo> {
+    async fn insert_secret(&self, conn: &mut Conn<'_>, key_id: &str) -> Result<SecretInfo> {
         let description = self.description.as_deref().unwrap_or("");
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO secrets ({SECRET_COLS}) VALUES ($1, $2, $3, 'active', 1, NULL, $4, $5, $6, $5, $6, NULL, NULL)"
-        ))
-        .bind(self.scope.to_string())
-        .bind(&self.name)
-        .bind(key_id)
-        .bind(description)
-        .bind(&self.now)
-        .bind(&self.principal)
-        .execute(&mut *conn)
+        );
+        conn.execute(
+            db::query(&sql)
+                .bind(self.scope.to_string())
+                .bind(&self.name)
+                .bind(key_id)
+                .bind(description)
+                .bind(&self.now)
+                .bind(&self.principal),
+        )
         .await?;
         self.insert_version(conn, 1).await?;
         let at = parse_ts(&self.now)?;
@@ -303,23 +303,26 @@ impl PutSecret {
 
     /// A new version of an active secret at version `if_version`, the secret as it now
     /// stands returned by the update itself; `None` (nothing changed) otherwise.
-    async fn update_fast(&self, conn: &mut AnyConnection) -> Result<Option<(SecretInfo, u32)>> {
+    async fn update_fast(&self, conn: &mut Conn<'_>) -> Result<Option<(SecretInfo, u32)>> {
         let expected = self.if_version.unwrap_or(0);
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE secrets SET current_version = current_version + 1, \
              previous_version = current_version, updated_at = $1, updated_by = $2, \
              description = COALESCE($3, description) \
              WHERE scope = $4 AND name = $5 AND state = 'active' AND current_version = $6 \
              RETURNING {SECRET_COLS}"
-        ))
-        .bind(&self.now)
-        .bind(&self.principal)
-        .bind(self.description.clone())
-        .bind(self.scope.to_string())
-        .bind(&self.name)
-        .bind(expected as i64)
-        .fetch_optional(&mut *conn)
-        .await?;
+        );
+        let row = conn
+            .fetch_optional(
+                db::query(&sql)
+                    .bind(&self.now)
+                    .bind(&self.principal)
+                    .bind(self.description.clone())
+                    .bind(self.scope.to_string())
+                    .bind(&self.name)
+                    .bind(expected as i64),
+            )
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -330,7 +333,7 @@ impl PutSecret {
     }
 
     /// Every check one by one, then the change: the path that names the check that failed.
-    async fn put_checked(&self, conn: &mut AnyConnection) -> Result<(SecretInfo, u32)> {
+    async fn put_checked(&self, conn: &mut Conn<'_>) -> Result<(SecretInfo, u32)> {
         let (scope, name) = (&self.scope, self.name.as_str());
         let scope_s = scope.to_string();
         let existing = fetch_secret(conn, &scope_s, name).await?;
@@ -364,18 +367,19 @@ impl PutSecret {
                 Ok((info, v))
             }
             Some((old, _)) => {
-                sqlx::query(
-                    "UPDATE secrets SET current_version = $1, previous_version = $2, updated_at = $3, \
-                     updated_by = $4, description = COALESCE($5, description) WHERE scope = $6 AND name = $7",
+                conn.execute(
+                    db::query(
+                        "UPDATE secrets SET current_version = $1, previous_version = $2, updated_at = $3, \
+                         updated_by = $4, description = COALESCE($5, description) WHERE scope = $6 AND name = $7",
+                    )
+                    .bind(v as i64)
+                    .bind(old.current_version as i64)
+                    .bind(&self.now)
+                    .bind(&self.principal)
+                    .bind(self.description.clone())
+                    .bind(scope_s.as_str())
+                    .bind(name),
                 )
-                .bind(v as i64)
-                .bind(old.current_version as i64)
-                .bind(&self.now)
-                .bind(&self.principal)
-                .bind(self.description.clone())
-                .bind(&scope_s)
-                .bind(name)
-                .execute(&mut *conn)
                 .await?;
                 self.insert_version(conn, v).await?;
                 let at = parse_ts(&self.now)?;
@@ -415,27 +419,7 @@ impl Store {
         scope: &Scope,
         name: &str,
     ) -> Result<Option<(SecretInfo, KeyRecord)>> {
-        let cols = SECRET_COLS
-            .split(", ")
-            .map(|c| format!("s.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        sqlx::query(&format!(
-            "SELECT {cols}, {KEY_COLS_K} FROM secrets s LEFT JOIN keys k ON k.id = s.key_id \
-             WHERE s.scope = $1 AND s.name = $2"
-        ))
-        .bind(scope.to_string())
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| {
-            let (info, key_id) = row_to_secret(&r)?;
-            if r.try_get::<Option<String>, _>("k_id")?.is_none() {
-                return Err(StoreError::NotFound(format!("key {key_id} not found")));
-            }
-            Ok((info, row_to_key_p(&r, "k_")?))
-        })
-        .transpose()
+        read_with!(self, |c| secret_and_key_on(c, scope, name))
     }
 
     pub async fn secrets(&self, scope: &Scope) -> Result<Vec<SecretInfo>> {
@@ -504,57 +488,7 @@ impl Store {
         name: &str,
         which: VersionOf,
     ) -> Result<(SecretInfo, String, Option<StoredVersion>)> {
-        let Scope::Environment(t, e) = scope else {
-            return Err(StoreError::NotFound(format!(
-                "secret {scope}/{name} not found"
-            )));
-        };
-        let sel = match which {
-            VersionOf::Current => "s.current_version",
-            VersionOf::Previous => "s.previous_version",
-            VersionOf::Number(_) => "$5",
-        };
-        let sql = format!(
-            "SELECT e.name AS env, s.scope, s.name, s.key_id, s.state, s.current_version, \
-             s.previous_version, s.description, s.created_at, s.created_by, s.updated_at, \
-             s.updated_by, s.deleted_at, s.purge_at, v.version AS v_version, \
-             v.ciphertext AS v_ciphertext, v.content_type AS v_content_type, v.size AS v_size, \
-             v.key_version AS v_key_version, v.created_at AS v_created_at, \
-             v.created_by AS v_created_by \
-             FROM environments e \
-             LEFT JOIN secrets s ON s.scope = $3 AND s.name = $4 \
-             LEFT JOIN secret_versions v ON v.scope = s.scope AND v.name = s.name AND v.version = {sel} \
-             WHERE e.tenant = $1 AND e.name = $2"
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(t.as_str())
-            .bind(e.as_str())
-            .bind(scope.to_string())
-            .bind(name);
-        if let VersionOf::Number(n) = which {
-            q = q.bind(n as i64);
-        }
-        let row = q
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("environment {t}/{e} not found")))?;
-        if row.try_get::<Option<String>, _>("scope")?.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "secret {scope}/{name} not found"
-            )));
-        }
-        let (info, key_id) = row_to_secret(&row)?;
-        let version = if row.try_get::<Option<i64>, _>("v_version")?.is_some() {
-            Some(row_to_version_p(
-                &row,
-                "v_",
-                info.current_version,
-                info.previous_version,
-            )?)
-        } else {
-            None
-        };
-        Ok((info, key_id, version))
+        read_with!(self, |c| secret_with_version_on(c, scope, name, which))
     }
 
     /// One version (by number) of a secret.
@@ -605,7 +539,7 @@ impl Store {
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
         let scope_s = scope.to_string();
-        let (info, _) = fetch_secret(&mut w.tx, &scope_s, name)
+        let (info, _) = fetch_secret(&mut Conn::Any(&mut w.tx), &scope_s, name)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("secret {scope}/{name} not found")))?;
         let is_deleted = info.state == SecretState::Deleted;
@@ -652,7 +586,7 @@ impl Store {
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
         let scope_s = scope.to_string();
-        let (_, key_id) = fetch_secret(&mut w.tx, &scope_s, name)
+        let (_, key_id) = fetch_secret(&mut Conn::Any(&mut w.tx), &scope_s, name)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("secret {scope}/{name} not found")))?;
         for sql in [
@@ -826,4 +760,91 @@ impl Store {
         .await?;
         Ok(req)
     }
+}
+
+/// `Store::secret_and_key` on `conn`.
+async fn secret_and_key_on(
+    conn: &mut Conn<'_>,
+    scope: &Scope,
+    name: &str,
+) -> Result<Option<(SecretInfo, KeyRecord)>> {
+    let cols = SECRET_COLS
+        .split(", ")
+        .map(|c| format!("s.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {cols}, {KEY_COLS_K} FROM secrets s LEFT JOIN keys k ON k.id = s.key_id \
+         WHERE s.scope = $1 AND s.name = $2"
+    );
+    conn.fetch_optional(db::query(&sql).bind(scope.to_string()).bind(name))
+        .await?
+        .map(|r| {
+            let (info, key_id) = row_to_secret(&r)?;
+            if r.opt_text("k_id")?.is_none() {
+                return Err(StoreError::NotFound(format!("key {key_id} not found")));
+            }
+            Ok((info, row_to_key_p(&r, "k_")?))
+        })
+        .transpose()
+}
+
+/// `Store::secret_with_version` on `conn`.
+async fn secret_with_version_on(
+    conn: &mut Conn<'_>,
+    scope: &Scope,
+    name: &str,
+    which: VersionOf,
+) -> Result<(SecretInfo, String, Option<StoredVersion>)> {
+    let Scope::Environment(t, e) = scope else {
+        return Err(StoreError::NotFound(format!(
+            "secret {scope}/{name} not found"
+        )));
+    };
+    let sel = match which {
+        VersionOf::Current => "s.current_version",
+        VersionOf::Previous => "s.previous_version",
+        VersionOf::Number(_) => "$5",
+    };
+    let sql = format!(
+        "SELECT e.name AS env, s.scope, s.name, s.key_id, s.state, s.current_version, \
+         s.previous_version, s.description, s.created_at, s.created_by, s.updated_at, \
+         s.updated_by, s.deleted_at, s.purge_at, v.version AS v_version, \
+         v.ciphertext AS v_ciphertext, v.content_type AS v_content_type, v.size AS v_size, \
+         v.key_version AS v_key_version, v.created_at AS v_created_at, \
+         v.created_by AS v_created_by \
+         FROM environments e \
+         LEFT JOIN secrets s ON s.scope = $3 AND s.name = $4 \
+         LEFT JOIN secret_versions v ON v.scope = s.scope AND v.name = s.name AND v.version = {sel} \
+         WHERE e.tenant = $1 AND e.name = $2"
+    );
+    let mut q = db::query(&sql)
+        .bind(t.as_str())
+        .bind(e.as_str())
+        .bind(scope.to_string())
+        .bind(name);
+    if let VersionOf::Number(n) = which {
+        q = q.bind(n as i64);
+    }
+    let row = conn
+        .fetch_optional(q)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("environment {t}/{e} not found")))?;
+    if row.opt_text("scope")?.is_none() {
+        return Err(StoreError::NotFound(format!(
+            "secret {scope}/{name} not found"
+        )));
+    }
+    let (info, key_id) = row_to_secret(&row)?;
+    let version = if row.opt_int("v_version")?.is_some() {
+        Some(row_to_version_p(
+            &row,
+            "v_",
+            info.current_version,
+            info.previous_version,
+        )?)
+    } else {
+        None
+    };
+    Ok((info, key_id, version))
 }

@@ -10,6 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::audit::NewEvent;
+use crate::db::{self, Cols, Conn};
 use crate::{parse_ts, ts, Actor, Result, Store, StoreError};
 
 fn row_to_tenant(row: &AnyRow) -> Result<Tenant> {
@@ -20,14 +21,33 @@ fn row_to_tenant(row: &AnyRow) -> Result<Tenant> {
     })
 }
 
-fn row_to_env(row: &AnyRow) -> Result<Environment> {
-    let kind: String = row.try_get("kind")?;
+fn row_to_env(row: &impl Cols) -> Result<Environment> {
+    let kind = row.text("kind")?;
     Ok(Environment {
-        tenant: parse_name(row.try_get("tenant")?)?,
-        name: parse_name(row.try_get("name")?)?,
+        tenant: parse_name(row.text("tenant")?)?,
+        name: parse_name(row.text("name")?)?,
         kind: EnvKind::parse(&kind).map_err(|e| StoreError::Corrupt(e.message))?,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        created_by: row.try_get("created_by")?,
+        created_at: parse_ts(&row.text("created_at")?)?,
+        created_by: row.text("created_by")?,
+    })
+}
+
+/// `Store::environment` on `conn`.
+async fn environment_on(conn: &mut Conn<'_>, tenant: &Name, name: &Name) -> Result<Environment> {
+    conn.fetch_optional(
+        db::query(
+            "SELECT tenant, name, kind, created_at, created_by FROM environments \
+             WHERE tenant = $1 AND name = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(name.as_str()),
+    )
+    .await?
+    .map(|r| row_to_env(&r))
+    .unwrap_or_else(|| {
+        Err(StoreError::NotFound(format!(
+            "environment {tenant}/{name} not found"
+        )))
     })
 }
 
@@ -161,20 +181,7 @@ impl Store {
     }
 
     pub async fn environment(&self, tenant: &Name, name: &Name) -> Result<Environment> {
-        sqlx::query(
-            "SELECT tenant, name, kind, created_at, created_by FROM environments \
-             WHERE tenant = $1 AND name = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| row_to_env(&r))
-        .unwrap_or_else(|| {
-            Err(StoreError::NotFound(format!(
-                "environment {tenant}/{name} not found"
-            )))
-        })
+        read_with!(self, |c| environment_on(c, tenant, name))
     }
 
     pub async fn create_environment(

@@ -8,6 +8,10 @@
 //! read and one move of the head, commits once (one fsync), and only then answers each
 //! caller. Under load this turns N transactions and N fsyncs into one.
 //!
+//! On SQLite the writer is a thread that owns its connection (`lite`): a batch runs there
+//! from its BEGIN to its COMMIT with no hand-off between threads. On PostgreSQL it is a task
+//! on a pooled connection. The batch itself is the same code for both (`run_batch`).
+//!
 //! This module must never answer a caller before the commit that holds its write, never
 //! let one change's failure undo or leak into another's, and never commit a change without
 //! its event.
@@ -17,9 +21,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sqlx::{AnyConnection, Executor};
-
 use crate::audit::{append_all, NewEvent};
+use crate::db::{run_now, Conn};
+use crate::lite::Lite;
 use crate::{Actor, Engine, Result, StoreError};
 
 /// A boxed future that may borrow for `'c`.
@@ -30,7 +34,7 @@ pub(crate) type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// audit event. On an error it may have changed rows: the writer rolls them back.
 pub(crate) trait Change: Send + 'static {
     type Output: Send + 'static;
-    fn apply(self, conn: &mut AnyConnection) -> BoxFut<'_, Result<(Self::Output, NewEvent)>>;
+    fn apply<'c>(self, conn: &'c mut Conn<'_>) -> BoxFut<'c, Result<(Self::Output, NewEvent)>>;
 }
 
 /// Most writes one group commit holds.
@@ -40,13 +44,14 @@ type Erased = Box<dyn StdAny + Send>;
 
 /// A type-erased `Change`.
 trait Run: Send {
-    fn run(self: Box<Self>, conn: &mut AnyConnection) -> BoxFut<'_, Result<(Erased, NewEvent)>>;
+    fn run<'c>(self: Box<Self>, conn: &'c mut Conn<'_>) -> BoxFut<'c, Result<(Erased, NewEvent)>>;
 }
 
 impl<C: Change> Run for C {
-    fn run(self: Box<Self>, conn: &mut AnyConnection) -> BoxFut<'_, Result<(Erased, NewEvent)>> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut Conn<'_>) -> BoxFut<'c, Result<(Erased, NewEvent)>> {
+        let fut = (*self).apply(conn);
         Box::pin(async move {
-            let (out, ev) = (*self).apply(conn).await?;
+            let (out, ev) = fut.await?;
             Ok((Box::new(out) as Erased, ev))
         })
     }
@@ -67,27 +72,53 @@ pub(crate) struct Writer {
     queue: tokio::sync::mpsc::Sender<Pending>,
 }
 
+/// Takes the next batch: the first write, then every write already waiting (up to
+/// `MAX_BATCH`).
+fn fill(first: Pending, rx: &mut tokio::sync::mpsc::Receiver<Pending>) -> Vec<Pending> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 impl Writer {
     pub(crate) fn spawn(
         pool: sqlx::AnyPool,
         engine: Engine,
+        lite: Option<Arc<Lite>>,
         lock: Arc<tokio::sync::Mutex<()>>,
         clock: Arc<dyn model::clock::Clock>,
-    ) -> Writer {
+    ) -> Result<Writer> {
         let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(4096);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                write_batch(&pool, engine, &lock, clock.as_ref(), batch).await;
+        match lite {
+            Some(lite) => {
+                let mut conn = lite.connect()?;
+                std::thread::Builder::new()
+                    .name("store-writer".into())
+                    .spawn(move || {
+                        while let Some(first) = rx.blocking_recv() {
+                            let batch = fill(first, &mut rx);
+                            let _guard = lock.blocking_lock();
+                            write_lite(&mut conn, clock.as_ref(), batch);
+                        }
+                    })
+                    .map_err(|e| StoreError::Unavailable(format!("no writer thread: {e}")))?;
             }
-        });
-        Writer { queue }
+            None => {
+                tokio::spawn(async move {
+                    while let Some(first) = rx.recv().await {
+                        let batch = fill(first, &mut rx);
+                        let _guard = lock.lock().await;
+                        write_any(&pool, engine, clock.as_ref(), batch).await;
+                    }
+                });
+            }
+        }
+        Ok(Writer { queue })
     }
 
     async fn submit(&self, actor: Actor, work: Work) -> Result<Option<Erased>> {
@@ -130,24 +161,110 @@ enum Outcome {
     Refused(StoreError),
 }
 
-async fn write_batch(
-    pool: &sqlx::AnyPool,
-    engine: Engine,
-    lock: &tokio::sync::Mutex<()>,
+type Answers = Vec<(
+    tokio::sync::oneshot::Sender<Result<Option<Erased>>>,
+    Outcome,
+)>;
+
+/// Answers every write of a batch once its transaction has ended with `result`.
+fn answer(answers: Answers, result: Result<()>) {
+    if let Err(e) = &result {
+        tracing::error!(error = %e, writes = answers.len(), "write batch failed");
+    }
+    for (done, outcome) in answers {
+        let answer = match (outcome, &result) {
+            (Outcome::Refused(e), _) => Err(e),
+            (Outcome::Ready(out, _), Ok(())) => Ok(out),
+            (Outcome::Ready(..), Err(e)) => Err(unavailable(e)),
+        };
+        let _ = done.send(answer);
+    }
+}
+
+fn refuse_all(batch: Vec<Pending>, e: StoreError) {
+    tracing::error!(error = %e, writes = batch.len(), "write batch failed to begin");
+    for p in batch {
+        let _ = p.done.send(Err(unavailable(&e)));
+    }
+}
+
+/// A batch on SQLite, on the writer's thread: every statement in place.
+fn write_lite(
+    conn: &mut rusqlite::Connection,
     clock: &dyn model::clock::Clock,
     batch: Vec<Pending>,
 ) {
-    let _guard = lock.lock().await;
-    let mut tx = match crate::begin(pool, engine).await {
-        Ok(tx) => tx,
+    let mut c = Conn::Lite(conn);
+    // IMMEDIATE: the write lock is taken at BEGIN, so no statement of the batch can meet a
+    // busy database halfway (another process holding it waits for the busy timeout).
+    if let Err(e) = run_now(c.batch("BEGIN IMMEDIATE")) {
+        return refuse_all(batch, e);
+    }
+    let ran = run_now(async { Ok(run_batch(&mut c, Engine::Sqlite, clock, batch).await) });
+    let (answers, keep) = match ran {
+        Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, writes = batch.len(), "write batch failed to begin");
-            for p in batch {
-                let _ = p.done.send(Err(unavailable(&e)));
-            }
+            // Unreachable (a batch on SQLite never waits): nothing can be answered, so the
+            // callers see the writer's channel closed.
+            tracing::error!(error = %e, "write batch failed");
+            let _ = run_now(c.batch("ROLLBACK"));
             return;
         }
     };
+    let result = match keep {
+        Ok(true) => run_now(c.batch("COMMIT")),
+        Ok(false) => run_now(c.batch("ROLLBACK")),
+        Err(e) => {
+            let _ = run_now(c.batch("ROLLBACK"));
+            Err(e)
+        }
+    };
+    if result.is_err() && !conn_autocommit(&c) {
+        let _ = run_now(c.batch("ROLLBACK"));
+    }
+    answer(answers, result);
+}
+
+fn conn_autocommit(c: &Conn<'_>) -> bool {
+    match c {
+        Conn::Lite(c) => c.is_autocommit(),
+        Conn::Any(_) => true,
+    }
+}
+
+/// A batch on sqlx's connection (PostgreSQL).
+async fn write_any(
+    pool: &sqlx::AnyPool,
+    engine: Engine,
+    clock: &dyn model::clock::Clock,
+    batch: Vec<Pending>,
+) {
+    let mut tx = match crate::begin(pool, engine).await {
+        Ok(tx) => tx,
+        Err(e) => return refuse_all(batch, e),
+    };
+    let (answers, keep) = run_batch(&mut Conn::Any(&mut tx), engine, clock, batch).await;
+    let result = match keep {
+        Ok(true) => tx.commit().await.map_err(StoreError::from),
+        Ok(false) => tx.rollback().await.map_err(StoreError::from),
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    };
+    answer(answers, result);
+}
+
+/// Runs a batch's writes inside the open transaction: each change in its own savepoint,
+/// then the events of the writes that stand. Returns each write's outcome and what to do
+/// with the transaction: commit it (`Ok(true)`), roll it back because it holds nothing
+/// (`Ok(false)`: the batch's only write was refused), or roll it back because it broke.
+async fn run_batch(
+    conn: &mut Conn<'_>,
+    engine: Engine,
+    clock: &dyn model::clock::Clock,
+    batch: Vec<Pending>,
+) -> (Answers, Result<bool>) {
     // A lone write needs no savepoint: if it fails, the whole transaction is rolled back.
     let savepoints = batch.len() > 1;
     let mut answers = Vec::with_capacity(batch.len());
@@ -162,8 +279,8 @@ async fn write_batch(
             Work::Change(run) => {
                 let mut failed_savepoint = None;
                 if savepoints {
-                    if let Err(e) = (&mut *tx).execute("SAVEPOINT gantry_write").await {
-                        failed_savepoint = Some(StoreError::from(e));
+                    if let Err(e) = conn.batch("SAVEPOINT gantry_write").await {
+                        failed_savepoint = Some(e);
                     }
                 }
                 match failed_savepoint {
@@ -171,33 +288,29 @@ async fn write_batch(
                         broken = Some(e);
                         Outcome::Refused(unavailable(broken.as_ref().expect("set")))
                     }
-                    None => match run.run(&mut tx).await {
+                    None => match run.run(conn).await {
                         Ok((out, ev)) => {
                             if savepoints {
-                                if let Err(e) =
-                                    (&mut *tx).execute("RELEASE SAVEPOINT gantry_write").await
-                                {
-                                    broken = Some(e.into());
+                                if let Err(e) = conn.batch("RELEASE SAVEPOINT gantry_write").await {
+                                    broken = Some(e);
                                 }
                             }
                             Outcome::Ready(Some(out), ev)
                         }
                         Err(e) => {
-                            if savepoints {
-                                if let Err(re) = (&mut *tx)
-                                    .execute(
-                                        "ROLLBACK TO SAVEPOINT gantry_write; \
-                                         RELEASE SAVEPOINT gantry_write",
-                                    )
-                                    .await
-                                {
-                                    broken = Some(re.into());
-                                }
-                            } else {
+                            if !savepoints {
                                 // The only write of the batch: roll it all back.
-                                let _ = tx.rollback().await;
-                                let _ = p.done.send(Err(e));
-                                return;
+                                answers.push((p.done, Outcome::Refused(e)));
+                                return (answers, Ok(false));
+                            }
+                            if let Err(re) = conn
+                                .batch(
+                                    "ROLLBACK TO SAVEPOINT gantry_write; \
+                                     RELEASE SAVEPOINT gantry_write",
+                                )
+                                .await
+                            {
+                                broken = Some(re);
                             }
                             Outcome::Refused(e)
                         }
@@ -208,32 +321,21 @@ async fn write_batch(
         actors.push(p.actor);
         answers.push((p.done, outcome));
     }
-    let result = match broken {
-        Some(e) => Err(e),
-        None => {
-            let events: Vec<(&Actor, &NewEvent)> = answers
-                .iter()
-                .zip(&actors)
-                .filter_map(|((_, o), a)| match o {
-                    Outcome::Ready(_, ev) => Some((a, ev)),
-                    Outcome::Refused(_) => None,
-                })
-                .collect();
-            match append_all(&mut tx, engine, &events, clock.now()).await {
-                Ok(()) => tx.commit().await.map_err(StoreError::from),
-                Err(e) => Err(e),
-            }
-        }
-    };
-    if let Err(e) = &result {
-        tracing::error!(error = %e, writes = answers.len(), "write batch failed");
+    if let Some(e) = broken {
+        return (answers, Err(e));
     }
-    for (done, outcome) in answers {
-        let answer = match (outcome, &result) {
-            (Outcome::Refused(e), _) => Err(e),
-            (Outcome::Ready(out, _), Ok(())) => Ok(out),
-            (Outcome::Ready(..), Err(e)) => Err(unavailable(e)),
-        };
-        let _ = done.send(answer);
+    let events: Vec<(&Actor, &NewEvent)> = answers
+        .iter()
+        .zip(&actors)
+        .filter_map(|((_, o), a)| match o {
+            Outcome::Ready(_, ev) => Some((a, ev)),
+            Outcome::Refused(_) => None,
+        })
+        .collect();
+    let appended = append_all(conn, engine, &events, clock.now()).await;
+    drop(events);
+    match appended {
+        Ok(()) => (answers, Ok(true)),
+        Err(e) => (answers, Err(e)),
     }
 }

@@ -1,0 +1,48 @@
+//! The SQLite store's writer thread lives as long as its store: dropping the store ends it.
+//! (A test binary of its own: it counts this process's threads by name.)
+
+use model::Scope;
+use store::audit::NewEvent;
+use store::{Actor, Store};
+
+fn writer_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "store-writer")
+        .count()
+}
+
+/// The count of writer threads once it is `want`, or after 2 s.
+async fn settles_at(want: usize) -> usize {
+    for _ in 0..200 {
+        if writer_threads() == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    writer_threads()
+}
+
+#[tokio::test]
+async fn dropping_a_sqlite_store_ends_its_writer_thread() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("gantry.db").display());
+    for _ in 0..3 {
+        let store = Store::open(&url).await.expect("open");
+        // A new thread takes its name once it runs.
+        assert_eq!(settles_at(1).await, 1);
+        let ev = NewEvent::success("seal.init", "seal".into(), Scope::Platform);
+        store.record(&Actor::system(), ev).await.expect("record");
+        drop(store);
+        assert_eq!(
+            settles_at(0).await,
+            0,
+            "the writer thread outlived its store"
+        );
+    }
+    let store = Store::open(&url).await.expect("reopen");
+    let report = store.audit_verify().await.expect("verify");
+    assert!(report.intact, "{report:?}");
+    assert_eq!(report.events, 3);
+}
