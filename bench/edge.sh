@@ -15,12 +15,14 @@
 # each (default 10): saturation (-t2 -c64), moderate (-t1 -c8; closed loop, so it still
 # saturates the CPUs) and light (-t1 -c8 with a 1 ms pause before each request on each
 # connection: at most ~8,000 requests/s, the CPUs are not saturated); over HTTPS, saturation
-# and moderate only. All requests carry `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
+# and moderate only. Then, for latency, moderate and light again (HTTPS: moderate) with
+# wrk, the upstream and every proxy moved onto one core (taskset), where no wake-up
+# crosses vCPUs. All requests carry `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
 # load (halfway through the saturation run, and the peak), and the CPU time each proxy
 # process tree spends per request (from /proc/PID/stat).
 #
 # Usage: bench/edge.sh     Prints Markdown tables on stdout, wrk's and the set-up's output
-#                          on stderr. About 3.5 minutes once the binary is built.
+#                          on stderr. About 5 minutes once the binary is built.
 # Environment:
 #   CARGO_TARGET_DIR   default /var/tmp/gantry-target-bench
 #   BENCH_BIN          a gantry binary to use instead of building this tree
@@ -415,6 +417,28 @@ PEAK_RSS=$(rss_kb "$GANTRY_PID" VmHWM)
 sleep 2
 AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
 
+# --- latency on one core ------------------------------------------------------------------
+# Last, because it moves every process: wrk, the upstream and all three proxies (every
+# thread of each, and nginx's workers) onto CPU 0. Across vCPUs, a wake-up of a halted one
+# can take milliseconds on a virtual machine, which then makes every proxy's p99 (two more
+# wake-ups per request than the direct path); on one core no wake-up crosses vCPUs, and
+# what is added to the p99 is the proxy's.
+PINNED=
+if [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
+  pin_tree() { # PID: the process, its threads and its children's, onto CPU 0
+    local p
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+      taskset -a -p 1 "$p" >/dev/null 2>&1 || true
+    done
+  }
+  for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p"; done
+  WRK=(taskset -c 0 "${WRK[@]}")
+  PINNED=1
+  for t in $TARGETS; do run one-core-moderate "$t" 1 8 "$WORK/report.lua"; done
+  for t in $TARGETS; do run one-core-light "$t" 1 8 "$WORK/light.lua"; done
+  for t in $TLS_TARGETS; do run one-core-moderate "$t" 1 8 "$WORK/report.lua"; done
+fi
+
 # --- report -----------------------------------------------------------------------------------
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 delta_ms() { awk -v us="$1" 'BEGIN { printf "%+.2f ms", us / 1000 }'; }
@@ -450,6 +474,13 @@ for t in $TLS_TARGETS; do echo "- ${t%-tls}: ${TLS_INFO[$t]}"; done
 echo
 table saturation "HTTPS saturation: wrk -t2 -c64 -d${DURATION}s --latency" "direct $TLS_TARGETS"
 table moderate "HTTPS moderate load: wrk -t1 -c8 -d${DURATION}s --latency" "direct $TLS_TARGETS"
+if [ -n "$PINNED" ]; then
+  echo "Latency on one core: wrk, the upstream and the proxy all on CPU 0 (no wake-up crosses vCPUs)"
+  echo
+  table one-core-moderate "One core, moderate load: wrk -t1 -c8 -d${DURATION}s --latency"
+  table one-core-light "One core, light load: wrk -t1 -c8 -d${DURATION}s --latency, 1 ms pause before each request on each connection"
+  table one-core-moderate "One core, HTTPS moderate load: wrk -t1 -c8 -d${DURATION}s --latency" "direct $TLS_TARGETS"
+fi
 echo "| gantry memory | value |"
 echo "|---|---|"
 echo "| idle RSS (route set, before any load) | $((IDLE_RSS / 1024)) MB |"
