@@ -10,9 +10,9 @@
 //! the upstream's header lines as bytes and copies them through, as nginx and Pingora do.
 //!
 //! It takes plain HTTP/1.1 requests without a body or with a `content-length` one. Anything
-//! else (HTTP/1.0, `transfer-encoding`, `expect`, upgrades, CONNECT, routes to h2c
-//! upstreams, HTTP/2's preface) hands the connection, with the bytes already read, to
-//! hyper for the rest of its life (`Served::HandOver`).
+//! else (HTTP/1.0, `transfer-encoding`, `expect`, upgrades, CONNECT, targets not in origin
+//! form, routes to h2c upstreams, HTTP/2's preface) hands the connection, with the bytes
+//! already read, to hyper for the rest of its life (`Served::HandOver`).
 //!
 //! It must never send a request twice unless it cannot have reached the upstream (the
 //! retry rules of `forward`), never reuse a client or upstream connection whose message
