@@ -60,6 +60,7 @@ fn main() {
             .expect("workers");
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let _ = stop.send(true);
+        eprintln!("connections accepted per worker: {:?}", w.accepted());
         w.join().await;
     });
     println!("requests {}", stats.requests());
