@@ -465,6 +465,15 @@ async fn requests_this_path_does_not_take_are_served_by_hyper() {
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(doc["path"], "/after");
 
+    // A target in absolute form.
+    let mut c = Client::connect(edge.addr).await;
+    c.send(b"GET http://h1.test/absolute?x=1 HTTP/1.1\r\nHost: h1.test\r\n\r\n")
+        .await;
+    let (head, body) = c.answer(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["path"], "/absolute?x=1");
+
     // `expect: 100-continue`: the client hears 100 before it sends its body.
     let mut c = Client::connect(edge.addr).await;
     c.send(b"POST /expect HTTP/1.1\r\nHost: h1.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
