@@ -950,7 +950,7 @@ pub(crate) struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub(crate) fn new(peer: SocketAddr, scheme: Scheme) -> ClientInfo {
+    fn new(peer: SocketAddr, scheme: Scheme) -> ClientInfo {
         let ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ClientInfo { peer, scheme, ip }
@@ -958,12 +958,12 @@ impl ClientInfo {
 }
 
 /// What a forwarded request says about where it came from.
-pub(crate) struct Forwarded<'a> {
+struct Forwarded<'a> {
     /// The host the request was routed by.
-    pub(crate) host: &'a str,
+    host: &'a str,
     /// The host as the client gave it (port included).
-    pub(crate) host_value: Option<&'a HeaderValue>,
-    pub(crate) client: &'a ClientInfo,
+    host_value: Option<&'a HeaderValue>,
+    client: &'a ClientInfo,
 }
 
 /// Turns the client's request head into the upstream's, once, before the first attempt:

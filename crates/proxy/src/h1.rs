@@ -463,13 +463,8 @@ impl Proxy {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut digits = Vec::with_capacity(20);
-        wire::decimal(&mut digits, resp.body().len() as u64);
-        self.record(
-            done,
-            resp.status().as_u16(),
-            std::str::from_utf8(&digits).unwrap_or("-"),
-        );
+        let bytes = resp.body().len().to_string();
+        self.record(done, resp.status().as_u16(), &bytes);
         write_answer(c, resp, Some(done.request_id), keep, head_req).await
     }
 }
@@ -566,7 +561,7 @@ struct Parsed {
     /// CONNECT).
     hand_over: bool,
     /// The body's length by `content-length`; `Err` when its fields disagree.
-    length: Result<Option<u64>, ()>,
+    length: wire::ContentLength,
     /// The first `host` field's value, and how many there are.
     host: Option<(usize, usize)>,
     hosts: usize,
@@ -616,7 +611,7 @@ fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Parsed>, 
         target: at(req.path.unwrap_or("").as_bytes()),
         connection: Default::default(),
         hand_over: req.version != Some(1) || method == "CONNECT",
-        length: Ok(None),
+        length: Default::default(),
         host: None,
         hosts: 0,
         id: None,
@@ -628,11 +623,7 @@ fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Parsed>, 
         let name = h.name.as_bytes();
         let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
         if is(b"content-length") {
-            p.length = match (p.length, wire::content_length(std::iter::once(h.value))) {
-                (Ok(None), Ok(n)) => Ok(n),
-                (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(Some(a)),
-                _ => Err(()),
-            };
+            p.length.read(h.value);
         } else if is(b"transfer-encoding") || is(b"expect") || is(b"upgrade") {
             p.hand_over = true;
         } else if is(b"connection") {
@@ -659,6 +650,7 @@ impl Parsed {
         let text = |(s, e): (usize, usize)| std::str::from_utf8(&head[s..e]);
         let length = self
             .length
+            .value()
             .map_err(|()| bad("content-length is not one number"))?
             .unwrap_or(0);
         let target = text(self.target).map_err(|_| bad("invalid request target"))?;
@@ -924,10 +916,10 @@ where
         return Err(Failure::Broken { stale: reused });
     }
     if sent.length == 0 {
-        return read_head(&mut r, &mut up.buf, fields, sent.head_req, reused).await;
+        return read_answer_head(&mut r, &mut up.buf, fields, sent.head_req, reused).await;
     }
     let send = send_body(io, buf, sent.length, &mut w);
-    let recv = read_head(&mut r, &mut up.buf, fields, sent.head_req, reused);
+    let recv = read_answer_head(&mut r, &mut up.buf, fields, sent.head_req, reused);
     tokio::pin!(send, recv);
     let (head, body_sent) = tokio::select! {
         biased;
@@ -975,7 +967,7 @@ where
 }
 
 /// Reads an answer head into `buf`. Interim answers (1xx) are not passed on.
-async fn read_head<R>(
+async fn read_answer_head<R>(
     r: &mut R,
     buf: &mut BytesMut,
     fields: &mut Vec<Field>,
@@ -1040,7 +1032,8 @@ fn parse_response(
         (start, start + s.len() as u32)
     };
     fields.clear();
-    let (mut te, mut length_at, mut length) = (None, None, Ok(None));
+    let (mut te, mut length_at) = (None, None);
+    let mut length = wire::ContentLength::default();
     let mut connection = wire::ConnectionTokens::default();
     for h in resp.headers.iter() {
         let ((ns, ne), (vs, ve)) = (at(h.name.as_bytes()), at(h.value));
@@ -1048,11 +1041,7 @@ fn parse_response(
         let name = h.name.as_bytes();
         let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
         if is(b"content-length") {
-            length = match (length, wire::content_length(std::iter::once(h.value))) {
-                (Ok(None), Ok(n)) => Ok(n),
-                (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(Some(a)),
-                _ => Err(()),
-            };
+            length.read(h.value);
             length_at = Some((vs, ve));
         } else if is(b"transfer-encoding") {
             if te.is_some() {
@@ -1063,7 +1052,7 @@ fn parse_response(
             connection.read(h.value);
         }
     }
-    let length = length.map_err(|()| Failure::Malformed)?;
+    let length = length.value().map_err(|()| Failure::Malformed)?;
     // Both a length and a transfer coding: a message two parsers may read differently.
     if te.is_some() && length.is_some() {
         return Err(Failure::Malformed);

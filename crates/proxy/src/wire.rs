@@ -32,26 +32,39 @@ pub(crate) enum Framing {
     Close,
 }
 
-/// The value of `content-length` fields: one number, or the same number repeated
-/// (`5, 5` or two fields of `5`). `Err` for anything else.
-pub(crate) fn content_length<'a>(
-    values: impl Iterator<Item = &'a [u8]>,
-) -> Result<Option<u64>, ()> {
-    let mut found: Option<u64> = None;
-    for v in values {
-        for part in v.split(|b| *b == b',') {
+/// A message's `content-length` fields, read one by one as a head is parsed: one number,
+/// or the same number repeated (`5, 5` or two fields of `5`); anything else is `Err`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ContentLength(Result<Option<u64>, ()>);
+
+impl Default for ContentLength {
+    fn default() -> ContentLength {
+        ContentLength(Ok(None))
+    }
+}
+
+impl ContentLength {
+    /// Adds one `content-length` field's value.
+    pub(crate) fn read(&mut self, value: &[u8]) {
+        for part in value.split(|b| *b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(());
+                self.0 = Err(());
+                return;
             }
             let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            match found {
-                Some(m) if m != n => return Err(()),
-                _ => found = Some(n),
+            match self.0 {
+                Ok(Some(m)) if m != n => self.0 = Err(()),
+                Ok(_) => self.0 = Ok(Some(n)),
+                Err(()) => return,
             }
         }
     }
-    Ok(found)
+
+    /// The length the fields give, if any.
+    pub(crate) fn value(self) -> Result<Option<u64>, ()> {
+        self.0
+    }
 }
 
 /// Whether the last transfer coding of a `transfer-encoding` value is `chunked`.
@@ -366,7 +379,11 @@ mod tests {
 
     #[test]
     fn content_lengths_must_agree() {
-        let cl = |v: &[&[u8]]| content_length(v.iter().copied());
+        let cl = |v: &[&[u8]]| {
+            let mut length = ContentLength::default();
+            v.iter().for_each(|value| length.read(value));
+            length.value()
+        };
         assert_eq!(cl(&[]), Ok(None));
         assert_eq!(cl(&[b"42"]), Ok(Some(42)));
         assert_eq!(cl(&[b"42, 42"]), Ok(Some(42)));
