@@ -237,30 +237,79 @@ pub enum Match<'a> {
     NotFound,
 }
 
+/// One segment of a route's path pattern.
+enum Seg {
+    Lit(&'static str),
+    Param,
+}
+
+/// A route's path pattern in segments, with the route.
+type Pattern = (Vec<Seg>, &'static Route);
+
+/// The route table split into segments once, grouped by segment count: matching a request
+/// compares its segments with the patterns of that many segments, in table order, without
+/// allocating (the table has about 130 routes; splitting every pattern per request cost
+/// more than the rest of routing and authorization together).
+static COMPILED: std::sync::LazyLock<Vec<Vec<Pattern>>> = std::sync::LazyLock::new(|| {
+    let mut by_len: Vec<Vec<Pattern>> = Vec::new();
+    for r in ROUTES {
+        let segs: Vec<Seg> = r
+            .path
+            .split('/')
+            .map(|p| {
+                if p.starts_with('{') {
+                    Seg::Param
+                } else {
+                    Seg::Lit(p)
+                }
+            })
+            .collect();
+        if by_len.len() <= segs.len() {
+            by_len.resize_with(segs.len() + 1, Vec::new);
+        }
+        by_len[segs.len()].push((segs, r));
+    }
+    by_len
+});
+
+/// The most segments a route has; longer paths are not found without splitting them all.
+const MAX_SEGMENTS: usize = 16;
+
 /// Matches `path` against the table; `{x}` segments match one non-empty segment.
 pub fn route<'a>(method: &str, path: &'a str) -> Match<'a> {
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let trimmed = path.trim_end_matches('/');
+    let mut segs = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for s in trimmed.split('/') {
+        if n == MAX_SEGMENTS {
+            return Match::NotFound;
+        }
+        segs[n] = s;
+        n += 1;
+    }
+    let segs = &segs[..n];
+    let Some(candidates) = COMPILED.get(n) else {
+        return Match::NotFound;
+    };
     let mut methods = Vec::new();
-    for r in ROUTES {
-        let pat: Vec<&str> = r.path.split('/').collect();
-        if pat.len() != segs.len() {
+    for (pat, r) in candidates {
+        let matched = pat.iter().zip(segs).all(|(p, s)| match p {
+            Seg::Param => !s.is_empty(),
+            Seg::Lit(l) => l == s,
+        });
+        if !matched {
             continue;
         }
-        let mut params = Vec::new();
-        let matched = pat.iter().zip(&segs).all(|(p, s)| {
-            if p.starts_with('{') {
-                params.push(*s);
-                !s.is_empty()
-            } else {
-                p == s
-            }
-        });
-        if matched {
-            if r.method == method {
-                return Match::Found(r, params);
-            }
-            methods.push(r.method);
+        if r.method == method {
+            let params = pat
+                .iter()
+                .zip(segs)
+                .filter(|(p, _)| matches!(p, Seg::Param))
+                .map(|(_, s)| *s)
+                .collect();
+            return Match::Found(r, params);
         }
+        methods.push(r.method);
     }
     if methods.is_empty() {
         Match::NotFound
@@ -288,5 +337,41 @@ mod tests {
             route("GET", "/v1/tenants//environments"),
             Match::NotFound
         ));
+        assert!(matches!(route("GET", &"/a".repeat(40)), Match::NotFound));
+        assert!(matches!(route("GET", ""), Match::NotFound));
+        assert!(matches!(route("GET", "/"), Match::NotFound));
+    }
+
+    /// Every route of the table is found by its own path, with its parameters in order,
+    /// and a trailing slash does not change the match.
+    #[test]
+    fn every_route_is_found() {
+        for r in ROUTES {
+            let mut names = Vec::new();
+            let path: String = r
+                .path
+                .split('/')
+                .map(|p| {
+                    if p.starts_with('{') {
+                        names.push(format!("x{}", names.len()));
+                        names.last().cloned().unwrap_or_default()
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            assert!(path.split('/').count() <= MAX_SEGMENTS, "{}", r.path);
+            for p in [path.clone(), format!("{path}/")] {
+                match route(r.method, &p) {
+                    Match::Found(found, params) => {
+                        assert_eq!(found.path, r.path, "{} {p}", r.method);
+                        assert_eq!(found.method, r.method);
+                        assert_eq!(params, names.iter().map(String::as_str).collect::<Vec<_>>());
+                    }
+                    _ => panic!("{} {p} not found", r.method),
+                }
+            }
+        }
     }
 }
