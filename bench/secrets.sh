@@ -67,7 +67,7 @@ STORE_ARGS=()
   "${STORE_ARGS[@]}" >"$WORK/gantry.log" 2>&1 &
 PID=$!
 ready=
-for _ in $(seq 1 1000); do # 10 s at most
+for _ in $(seq 1 ${BENCH_READY_TRIES:-1000}); do # 10 s at most by default
   if [ -f "$DATA/ca.pem" ] &&
     curl -fsS --cacert "$DATA/ca.pem" "$API/v1/health" >/dev/null 2>&1; then
     ready=1

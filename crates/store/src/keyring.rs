@@ -140,25 +140,25 @@ fn row_to_key(row: &impl Cols) -> Result<KeyRecord> {
 
 /// `row_to_key` for columns named with `prefix` (in a join).
 pub(crate) fn row_to_key_p(row: &impl Cols, prefix: &str) -> Result<KeyRecord> {
-    let col = |c: &str| format!("{prefix}{c}");
-    let state = row.text(&col("state"))?;
-    let scope = row.text(&col("scope"))?;
+    let row = &db::Prefixed { row, prefix };
+    let state = row.text("state")?;
+    let scope = row.text("scope")?;
     Ok(KeyRecord {
-        id: row.text(&col("id"))?,
-        purpose: KeyPurpose::parse(&row.text(&col("purpose"))?)?,
+        id: row.text("id")?,
+        purpose: KeyPurpose::parse(&row.text("purpose")?)?,
         scope: Scope::parse(&scope).map_err(|e| StoreError::Corrupt(e.message))?,
-        name: row.text(&col("name"))?,
-        parent: row.opt_text(&col("parent"))?,
+        name: row.text("name")?,
+        parent: row.opt_text("parent")?,
         state: KeyState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key state {state:?}")))?,
-        current_version: u32_col(row, &col("current_version"))?,
-        min_decrypt_version: u32_col(row, &col("min_decrypt_version"))?,
-        rotation_days: u32_col(row, &col("rotation_days"))?,
-        next_rotation_at: opt_time(row, &col("next_rotation_at"))?,
-        deletion_at: opt_time(row, &col("deletion_at"))?,
-        description: row.text(&col("description"))?,
-        created_at: parse_ts(&row.text(&col("created_at"))?)?,
-        created_by: row.text(&col("created_by"))?,
+        current_version: u32_col(row, "current_version")?,
+        min_decrypt_version: u32_col(row, "min_decrypt_version")?,
+        rotation_days: u32_col(row, "rotation_days")?,
+        next_rotation_at: opt_time(row, "next_rotation_at")?,
+        deletion_at: opt_time(row, "deletion_at")?,
+        description: row.text("description")?,
+        created_at: parse_ts(&row.text("created_at")?)?,
+        created_by: row.text("created_by")?,
     })
 }
 
@@ -207,7 +207,15 @@ impl Store {
     }
 
     pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>> {
-        read_with!(self, |c| key_on(c, id))
+        if let Some(k) = self.keys_cache.get(id) {
+            return Ok(Some(k));
+        }
+        let generation = self.keys_cache.generation();
+        let key = read_with!(self, |c| key_on(c, id))?;
+        if let Some(k) = &key {
+            self.keys_cache.put(id.to_string(), generation, k.clone());
+        }
+        Ok(key)
     }
 
     /// Keys of an environment with a purpose, by name.
@@ -417,8 +425,9 @@ impl Store {
 
 /// Reads key `id`, if it exists.
 async fn key_on(conn: &mut Conn<'_>, id: &str) -> Result<Option<KeyRecord>> {
-    let sql = format!("SELECT {KEY_COLS} FROM keys WHERE id = $1");
-    conn.fetch_optional(db::query(&sql).bind(id))
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {KEY_COLS} FROM keys WHERE id = $1"));
+    conn.fetch_optional(db::query(&SQL).bind(id))
         .await?
         .map(|r| row_to_key(&r))
         .transpose()

@@ -33,7 +33,7 @@ macro_rules! read_with {
 pub mod advisories;
 pub mod artifacts;
 pub mod audit;
-mod auth_cache;
+mod cache;
 pub mod certs;
 mod db;
 pub mod keyring;
@@ -57,7 +57,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 use time::OffsetDateTime;
 
 pub use audit::{chain_hash, GENESIS_HASH};
-pub use auth_cache::TTL as PRINCIPAL_CACHE_TTL;
+pub use cache::TTL as PRINCIPAL_CACHE_TTL;
 pub use principals::Authenticated;
 
 /// The store's error. `code()` maps it onto the shared error-code table.
@@ -167,8 +167,12 @@ pub struct Store {
     /// The group-commit writer: events without a change (reads, refusals) and the changes
     /// written through `Store::change`.
     writer: writer::Writer,
-    /// Authenticated principals by token hash (see `auth_cache`).
-    auth_cache: auth_cache::AuthCache,
+    /// Authenticated principals by token hash (see `cache`).
+    auth_cache: cache::AuthCache,
+    /// KMS and data keys by id, and environments by tenant and name (see `cache`); emptied
+    /// by every `WriteTx` commit.
+    keys_cache: cache::Cache<String, keyring::KeyRecord>,
+    envs_cache: cache::Cache<(model::Name, model::Name), model::types::Environment>,
     /// On SQLite, the connections of the hot paths, driven in place (see `lite`).
     lite: Option<Arc<lite::Lite>>,
 }
@@ -230,6 +234,8 @@ impl Store {
             url_display,
             writer,
             auth_cache: Default::default(),
+            keys_cache: Default::default(),
+            envs_cache: Default::default(),
             lite,
         };
         schema::migrate(&store).await?;
@@ -330,8 +336,13 @@ impl WriteTx<'_> {
     pub(crate) async fn commit(mut self, actor: &Actor, event: audit::NewEvent) -> Result<()> {
         let now = self.store.clock.now();
         audit::append(&mut self.tx, self.store.engine, actor, &event, now).await?;
-        self.tx.commit().await?;
-        Ok(())
+        let result = self.tx.commit().await;
+        // Also on an error: the commit may have reached the database all the same. Keys and
+        // environments change only through this path (the group-commit writer only adds
+        // secrets and their keys), so this keeps their caches exact for this process.
+        self.store.keys_cache.invalidate();
+        self.store.envs_cache.invalidate();
+        Ok(result?)
     }
 
     /// `commit` for a change to accounts, tokens or grants: it also empties the cache of

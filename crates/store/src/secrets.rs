@@ -92,9 +92,9 @@ fn row_to_version_p(
     current: u32,
     previous: Option<u32>,
 ) -> Result<StoredVersion> {
-    let col = |c: &str| format!("{prefix}{c}");
-    let version = u32_of(row.int(&col("version"))?, "version")?;
-    let ct = row.text(&col("content_type"))?;
+    let row = &db::Prefixed { row, prefix };
+    let version = u32_of(row.int("version")?, "version")?;
+    let ct = row.text("content_type")?;
     let stage = if version == current {
         Some("current".to_string())
     } else if Some(version) == previous {
@@ -108,12 +108,12 @@ fn row_to_version_p(
             stage,
             content_type: ContentType::parse(&ct)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown content type {ct:?}")))?,
-            size: row.int(&col("size"))? as u64,
-            key_version: u32_of(row.int(&col("key_version"))?, "key version")?,
-            created_at: parse_ts(&row.text(&col("created_at"))?)?,
-            created_by: row.text(&col("created_by"))?,
+            size: row.int("size")? as u64,
+            key_version: u32_of(row.int("key_version")?, "key version")?,
+            created_at: parse_ts(&row.text("created_at")?)?,
+            created_by: row.text("created_by")?,
         },
-        ciphertext: row.text(&col("ciphertext"))?,
+        ciphertext: row.text("ciphertext")?,
     })
 }
 

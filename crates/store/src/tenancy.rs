@@ -181,7 +181,14 @@ impl Store {
     }
 
     pub async fn environment(&self, tenant: &Name, name: &Name) -> Result<Environment> {
-        read_with!(self, |c| environment_on(c, tenant, name))
+        let key = (tenant.clone(), name.clone());
+        if let Some(env) = self.envs_cache.get(&key) {
+            return Ok(env);
+        }
+        let generation = self.envs_cache.generation();
+        let env = read_with!(self, |c| environment_on(c, tenant, name))?;
+        self.envs_cache.put(key, generation, env.clone());
+        Ok(env)
     }
 
     pub async fn create_environment(
