@@ -4,6 +4,8 @@
 
 use std::process::ExitCode;
 
+mod log;
+
 use clap::Parser;
 use cli::{Args, Command, EdgeArgs, EdgeListen, LogFormat, SealKind, UpArgs};
 
@@ -48,21 +50,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a writer thread, so a request's log line (the edge and the API
-/// write one per request) never waits on a write(2) on the serving thread. The thread takes
-/// every line queued, buffers them and writes them with one write(2) when the queue is empty
-/// (it flushes then), so under load lines cost a fraction of a syscall each and still
-/// appear at once when the server is idle. Keep the guard alive: it flushes what is queued
-/// when dropped.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through `log::Sink`'s writer thread, so a request's log line (the edge
+/// and the API write one per request) never waits on a write(2) on the serving thread. Keep
+/// the returned sink alive: dropping it writes what is queued.
+fn init_logging(format: LogFormat) -> anyhow::Result<log::Sink> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 << 10,
-            std::io::stderr(),
-        ));
+    let (sink, writer) = log::Sink::start(std::io::stderr())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -71,11 +65,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    guard
+    Ok(sink)
 }
 
 async fn up_main(up: UpArgs) -> anyhow::Result<()> {
-    let _log_guard = init_logging(up.log_format);
+    let _log_sink = init_logging(up.log_format)?;
     let started = std::time::Instant::now();
     let mut config = api::Config::new(up.data.clone(), up.api);
     config.store_url = up.store.clone();
@@ -157,7 +151,7 @@ impl services::LoadGauge for EdgeLoad {
 }
 
 async fn edge_main(global: &cli::Global, args: EdgeArgs) -> anyhow::Result<()> {
-    let _log_guard = init_logging(args.log_format);
+    let _log_sink = init_logging(args.log_format)?;
     let ep = cli::endpoint(global).map_err(|e| anyhow::anyhow!("{e}"))?;
     let server = ep.server.clone();
     let client = client::Client::new(&ep)?;
