@@ -500,9 +500,13 @@ async fn accept_loop(
                     }
                     Err(_) => return,
                 };
+            // The peer's address as text, once per connection: every request's access log
+            // line and audit actor carry it.
+            let source: Arc<str> = peer.to_string().into();
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, peer, req).await) }
+                let source = source.clone();
+                async move { Ok::<_, Infallible>(handle(&state, peer, &source, req).await) }
             });
             let conn = builder
                 .serve_connection(TokioIo::new(tls), svc)
@@ -523,13 +527,19 @@ async fn accept_loop(
 }
 
 /// Serves one request: never fails, always answers JSON.
-async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: &State,
+    peer: SocketAddr,
+    source: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let rid = h::request_id(req.headers());
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let (mut resp, principal) =
-        match tokio::time::timeout(HANDLER_TIMEOUT, dispatch(state, peer, &rid, req)).await {
+        match tokio::time::timeout(HANDLER_TIMEOUT, dispatch(state, peer, source, &rid, req)).await
+        {
             Ok(r) => r,
             Err(_) => (
                 h::error(&ApiError::new(
@@ -547,7 +557,7 @@ async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Resp
         status = resp.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         principal = %principal,
-        source = %peer,
+        source = %source,
         "api request"
     );
     resp
@@ -556,6 +566,7 @@ async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Resp
 async fn dispatch(
     state: &State,
     peer: SocketAddr,
+    source: &str,
     rid: &str,
     req: Request<Incoming>,
 ) -> (Response<Body>, String) {
@@ -627,7 +638,7 @@ async fn dispatch(
         actor: store::Actor {
             principal: principal.clone(),
             request_id: rid.to_string(),
-            source: peer.to_string(),
+            source: source.to_string(),
         },
         who,
         route,

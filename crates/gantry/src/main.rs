@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 mod log;
+mod logfmt;
 
 use clap::Parser;
 use cli::{Args, Command, EdgeArgs, EdgeListen, LogFormat, SealKind, UpArgs};
@@ -57,13 +58,15 @@ fn init_logging(format: LogFormat) -> anyhow::Result<log::Sink> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let (sink, writer) = log::Sink::start(std::io::stderr())?;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(terminal)
         .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text if terminal => builder.init(),
+        LogFormat::Text => builder.event_format(logfmt::Plain).init(),
     }
     Ok(sink)
 }
