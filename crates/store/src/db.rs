@@ -258,22 +258,15 @@ impl Conn<'_> {
 }
 
 /// Binds `q`'s values to `stmt` by placeholder name (`$N` is the Nth value).
-fn lite_bind(stmt: &mut rusqlite::Statement<'_>, q: &Query<'_>) -> Result<()> {
-    for i in 1..=stmt.parameter_count() {
-        let n = match stmt.parameter_name(i) {
-            Some(name) => name
-                .strip_prefix('$')
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("unsupported placeholder {name}")))?,
-            None => i,
-        };
+fn lite_bind(stmt: &mut rusqlite::Statement<'_>, q: &Query<'_>, shape: &Shape) -> Result<()> {
+    for (i, &n) in shape.params.iter().enumerate() {
         let v = q
             .args
             .get(n - 1)
             .ok_or_else(|| StoreError::Corrupt(format!("no value bound for ${n}")))?;
         match v {
-            Value::Int(x) => stmt.raw_bind_parameter(i, x),
-            Value::Text(x) => stmt.raw_bind_parameter(i, x.as_deref()),
+            Value::Int(x) => stmt.raw_bind_parameter(i + 1, x),
+            Value::Text(x) => stmt.raw_bind_parameter(i + 1, x.as_deref()),
         }
         .map_err(lite_error)?;
     }
@@ -282,45 +275,65 @@ fn lite_bind(stmt: &mut rusqlite::Statement<'_>, q: &Query<'_>) -> Result<()> {
 
 fn lite_execute(c: &rusqlite::Connection, q: &Query<'_>) -> Result<u64> {
     let mut stmt = c.prepare_cached(q.sql).map_err(lite_error)?;
-    lite_bind(&mut stmt, q)?;
+    let shape = shape(q.sql, &stmt)?;
+    lite_bind(&mut stmt, q, &shape)?;
     let n = stmt.raw_execute().map_err(lite_error)?;
     Ok(n as u64)
 }
 
-/// The column names of a prepared query, remembered per thread by its SQL text: the schema
-/// is migrated before any query runs, so a text's columns never change while the process
-/// lives (reading them from SQLite each time cost a quarter of a point read).
-fn column_names(sql: &str, stmt: &rusqlite::Statement<'_>) -> Result<Arc<[Box<str>]>> {
+/// What a prepared query's text fixes: its column names, and for each of its parameters
+/// the argument it takes (`$N` is argument N). SQLite finds a parameter's name by walking
+/// a list, so naming every parameter of a multi-row insert each time cost quadratic time.
+struct Shape {
+    columns: Arc<[Box<str>]>,
+    params: Box<[usize]>,
+}
+
+/// The shape of a prepared query, remembered per thread by its SQL text: the schema is
+/// migrated before any query runs, so a text's shape never changes while the process lives.
+fn shape(sql: &str, stmt: &rusqlite::Statement<'_>) -> Result<Arc<Shape>> {
     use std::cell::RefCell;
     use std::collections::HashMap;
     /// Texts remembered per thread before the map starts over (queries built with a
     /// varying number of placeholders would otherwise grow it without bound).
     const MAX_TEXTS: usize = 512;
     thread_local! {
-        static NAMES: RefCell<HashMap<String, Arc<[Box<str>]>>> = RefCell::new(HashMap::new());
+        static SHAPES: RefCell<HashMap<String, Arc<Shape>>> = RefCell::new(HashMap::new());
     }
-    if let Some(n) = NAMES.with(|m| m.borrow().get(sql).cloned()) {
-        return Ok(n);
+    if let Some(s) = SHAPES.with(|m| m.borrow().get(sql).cloned()) {
+        return Ok(s);
     }
-    let names: Arc<[Box<str>]> = (0..stmt.column_count())
+    let columns: Arc<[Box<str>]> = (0..stmt.column_count())
         .map(|i| stmt.column_name(i).map(Box::from).map_err(lite_error))
         .collect::<Result<_>>()?;
-    NAMES.with(|m| {
+    let params = (1..=stmt.parameter_count())
+        .map(|i| match stmt.parameter_name(i) {
+            Some(name) => name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| StoreError::Corrupt(format!("unsupported placeholder {name}"))),
+            None => Ok(i),
+        })
+        .collect::<Result<_>>()?;
+    let shape = Arc::new(Shape { columns, params });
+    SHAPES.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() >= MAX_TEXTS {
             m.clear();
         }
-        m.insert(sql.to_string(), names.clone());
+        m.insert(sql.to_string(), shape.clone());
     });
-    Ok(names)
+    Ok(shape)
 }
 
 /// Runs a query and reads at most `limit` rows of it.
 fn lite_fetch(c: &rusqlite::Connection, q: &Query<'_>, limit: usize) -> Result<Vec<LiteRow>> {
     use rusqlite::types::ValueRef;
     let mut stmt = c.prepare_cached(q.sql).map_err(lite_error)?;
-    lite_bind(&mut stmt, q)?;
-    let names = column_names(q.sql, &stmt)?;
+    let shape = shape(q.sql, &stmt)?;
+    lite_bind(&mut stmt, q, &shape)?;
+    let names = shape.columns.clone();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
     while out.len() < limit {

@@ -8,7 +8,10 @@
 //! batch is one hand-off in and one out.
 //!
 //! Same file, same settings as sqlx's connections (WAL, `synchronous=FULL`, foreign keys,
-//! busy timeout); writers are still serialized by the store's writer lock.
+//! busy timeout); writers are still serialized by the store's writer lock. The one
+//! difference is the group-commit writer's connection: it commits without waiting for the
+//! disk (`synchronous=NORMAL`) and `WalSync` makes each commit durable on another thread
+//! before any of its writes is answered (see `writer`).
 
 use std::sync::Mutex;
 
@@ -51,6 +54,30 @@ impl Lite {
         Ok(c)
     }
 
+    /// The group-commit writer's connection, and the handle that makes its commits durable:
+    /// in WAL mode its commits write the log without syncing it (`synchronous=NORMAL`,
+    /// which still syncs around every checkpoint) and the caller must `WalSync::sync`
+    /// after a commit before answering for it. Without WAL (a database that cannot use
+    /// it) the connection keeps `synchronous=FULL` and there is no `WalSync`.
+    pub(crate) fn connect_writer(&self) -> Result<(rusqlite::Connection, Option<WalSync>)> {
+        let c = self.connect()?;
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(lite_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok((c, None));
+        }
+        c.execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(lite_error)?;
+        Ok((
+            c,
+            Some(WalSync {
+                path: format!("{}-wal", self.path),
+                file: None,
+            }),
+        ))
+    }
+
     /// Runs `f` with a read connection, on this thread.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T>) -> Result<T> {
         let idle = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -67,5 +94,26 @@ impl Lite {
             }
         }
         out
+    }
+}
+
+/// Makes what the writer's connection committed to the write-ahead log durable:
+/// `fdatasync` of the log file, through a descriptor of its own. A sync covers every write
+/// to the file that returned before it began, so one sync after a commit returns makes
+/// that commit (and every earlier one) durable. The log file lives as long as a connection
+/// to the database is open (the writer's is, for the store's life), and checkpoints and
+/// restarts of the log reuse the same file.
+pub(crate) struct WalSync {
+    path: String,
+    file: Option<std::fs::File>,
+}
+
+impl WalSync {
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(std::fs::File::open(&self.path)?),
+        };
+        file.sync_data()
     }
 }

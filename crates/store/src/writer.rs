@@ -9,12 +9,14 @@
 //! caller. Under load this turns N transactions and N fsyncs into one.
 //!
 //! On SQLite the writer is a thread that owns its connection (`lite`): a batch runs there
-//! from its BEGIN to its COMMIT with no hand-off between threads. On PostgreSQL it is a task
+//! from its BEGIN to its COMMIT with no hand-off between threads. Its COMMIT writes the
+//! log without waiting for the disk; a second thread (`Syncer`) syncs the log and only
+//! then answers the batch, so the next batch runs while the disk works. On PostgreSQL it is a task
 //! on a pooled connection. The batch itself is the same code for both (`run_batch`).
 //!
-//! This module must never answer a caller before the commit that holds its write, never
-//! let one change's failure undo or leak into another's, and never commit a change without
-//! its event.
+//! This module must never answer a caller before the commit that holds its write is
+//! durable, never let one change's failure undo or leak into another's, and never commit a
+//! change without its event.
 
 use std::any::Any as StdAny;
 use std::future::Future;
@@ -96,14 +98,21 @@ impl Writer {
         let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(4096);
         match lite {
             Some(lite) => {
-                let mut conn = lite.connect()?;
+                let (mut conn, wal) = lite.connect_writer()?;
+                let syncer = wal.map(Syncer::spawn).transpose()?;
                 std::thread::Builder::new()
                     .name("store-writer".into())
                     .spawn(move || {
                         while let Some(first) = rx.blocking_recv() {
                             let batch = fill(first, &mut rx);
-                            let _guard = lock.blocking_lock();
-                            write_lite(&mut conn, clock.as_ref(), batch);
+                            let guard = lock.blocking_lock();
+                            let (answers, result) = write_lite(&mut conn, clock.as_ref(), batch);
+                            drop(guard);
+                            match (&syncer, result) {
+                                // Committed: answered once the log is synced.
+                                (Some(s), Ok(())) => s.after_sync(answers),
+                                (_, result) => answer(answers, result),
+                            }
                         }
                     })
                     .map_err(|e| StoreError::Unavailable(format!("no writer thread: {e}")))?;
@@ -188,17 +197,20 @@ fn refuse_all(batch: Vec<Pending>, e: StoreError) {
     }
 }
 
-/// A batch on SQLite, on the writer's thread: every statement in place.
+/// A batch on SQLite, on the writer's thread: every statement in place. Returns the
+/// batch's answers and how its transaction ended; `Ok` means committed (on a connection
+/// that does not sync its commits, not yet durable: see `Syncer`).
 fn write_lite(
     conn: &mut rusqlite::Connection,
     clock: &dyn model::clock::Clock,
     batch: Vec<Pending>,
-) {
+) -> (Answers, Result<()>) {
     let mut c = Conn::Lite(conn);
     // IMMEDIATE: the write lock is taken at BEGIN, so no statement of the batch can meet a
     // busy database halfway (another process holding it waits for the busy timeout).
     if let Err(e) = run_now(c.batch("BEGIN IMMEDIATE")) {
-        return refuse_all(batch, e);
+        refuse_all(batch, e);
+        return (Vec::new(), Ok(()));
     }
     let ran = run_now(async { Ok(run_batch(&mut c, Engine::Sqlite, clock, batch).await) });
     let (answers, keep) = match ran {
@@ -208,7 +220,7 @@ fn write_lite(
             // callers see the writer's channel closed.
             tracing::error!(error = %e, "write batch failed");
             let _ = run_now(c.batch("ROLLBACK"));
-            return;
+            return (Vec::new(), Ok(()));
         }
     };
     let result = match keep {
@@ -222,7 +234,54 @@ fn write_lite(
     if result.is_err() && !conn_autocommit(&c) {
         let _ = run_now(c.batch("ROLLBACK"));
     }
-    answer(answers, result);
+    (answers, result)
+}
+
+/// Answers committed batches once the write-ahead log holding them is synced, on a thread
+/// of its own: while it waits for the disk, the writer already runs the next batch, so a
+/// commit's fsync overlaps the next batch's statements instead of following them. Every
+/// batch committed while a sync runs is answered by the next one (group commit of the
+/// syncs themselves). If a sync fails, its batches are answered with an error (their
+/// changes may or may not survive a power loss; the error is logged) and the next batch
+/// is synced again from the start.
+struct Syncer {
+    queue: std::sync::mpsc::Sender<Answers>,
+}
+
+impl Syncer {
+    fn spawn(mut wal: crate::lite::WalSync) -> Result<Syncer> {
+        let (queue, rx) = std::sync::mpsc::channel::<Answers>();
+        std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(move || {
+                // Ends when the writer thread (the only sender) ends.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let synced = wal.sync().map_err(|e| {
+                        tracing::error!(error = %e, "syncing the write-ahead log failed");
+                        format!("the disk did not take the write: {e}")
+                    });
+                    for answers in waiting {
+                        let result = synced.clone().map_err(StoreError::Unavailable);
+                        answer(answers, result);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("no sync thread: {e}")))?;
+        Ok(Syncer { queue })
+    }
+
+    /// Answers `answers` (of a committed batch) once the log is synced.
+    fn after_sync(&self, answers: Answers) {
+        if let Err(std::sync::mpsc::SendError(answers)) = self.queue.send(answers) {
+            // The sync thread is gone (it never ends before the writer): nothing is durable.
+            answer(
+                answers,
+                Err(StoreError::Unavailable("the log sync thread ended".into())),
+            );
+        }
+    }
 }
 
 fn conn_autocommit(c: &Conn<'_>) -> bool {

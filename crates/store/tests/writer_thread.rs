@@ -1,4 +1,5 @@
-//! The SQLite store's writer thread lives as long as its store: dropping the store ends it.
+//! The SQLite store's writer thread and its log-sync thread live as long as their store:
+//! dropping the store ends them.
 //! (A test binary of its own: it counts this process's threads by name.)
 
 use model::Scope;
@@ -9,11 +10,11 @@ fn writer_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "store-writer")
+        .filter(|name| matches!(name.trim(), "store-writer" | "store-sync"))
         .count()
 }
 
-/// The count of writer threads once it is `want`, or after 2 s.
+/// The count of writer and sync threads once it is `want`, or after 2 s.
 async fn settles_at(want: usize) -> usize {
     for _ in 0..200 {
         if writer_threads() == want {
@@ -31,7 +32,7 @@ async fn dropping_a_sqlite_store_ends_its_writer_thread() {
     for _ in 0..3 {
         let store = Store::open(&url).await.expect("open");
         // A new thread takes its name once it runs.
-        assert_eq!(settles_at(1).await, 1);
+        assert_eq!(settles_at(2).await, 2);
         let ev = NewEvent::success("seal.init", "seal".into(), Scope::Platform);
         store.record(&Actor::system(), ev).await.expect("record");
         drop(store);
