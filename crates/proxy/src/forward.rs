@@ -181,7 +181,12 @@ impl Proxy {
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// `t` in the milliseconds of `now_ms` (for a caller that read the clock already).
+    pub(crate) fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Serves `listener` until `shutdown` turns true, then lets open connections finish

@@ -86,6 +86,10 @@ struct Conn<I> {
     fields: Vec<Field>,
     /// The timer of the current wait (request head, upstream answer), reset each time.
     timer: Pin<Box<Sleep>>,
+    /// When the last exchange ended, read after its last write when the upstream
+    /// connection went back to the pool: the wait for the next head counts from it, so
+    /// that a request costs one clock read less.
+    ended: Option<Instant>,
 }
 
 /// An upstream's answer head, by places in its connection's buffer.
@@ -145,6 +149,7 @@ impl Proxy {
             req_fields: Vec::with_capacity(16),
             fields: Vec::with_capacity(16),
             timer: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
+            ended: None,
         };
         // Shutdown closes a connection between requests (an idle one at once).
         let mut signal = shutdown.clone();
@@ -154,9 +159,8 @@ impl Proxy {
         tokio::pin!(stop);
         let mut first = true;
         loop {
-            c.timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + HEAD_TIMEOUT);
+            let now = c.ended.take().unwrap_or_else(Instant::now);
+            c.timer.as_mut().reset((now + HEAD_TIMEOUT).into());
             let parsed = match read_request_head(&mut c, stop.as_mut(), first).await {
                 Head::Parsed(p) => p,
                 Head::Preface => {
@@ -322,8 +326,14 @@ impl Proxy {
         let mut attempts = 0;
         let mut prepared = false;
         loop {
-            let now = self.now_ms();
-            let Some((idx, ep)) = route.upstream.pick(now, &tried[..attempts]) else {
+            // The first attempt starts as the request was routed (its clock read serves
+            // the balancer, the pool and the attempt's deadline); a retry reads it again.
+            let now = if attempts == 0 {
+                done.started
+            } else {
+                Instant::now()
+            };
+            let Some((idx, ep)) = route.upstream.pick(self.ms_at(now), &tried[..attempts]) else {
                 if attempts == 0 {
                     return None;
                 }
@@ -351,7 +361,7 @@ impl Proxy {
                 prepared = true;
             }
             let _flight = InFlight::new(ep);
-            let result = attempt(c, clients, ep.addr, route.timeout, sent).await;
+            let result = attempt(c, clients, ep.addr, now, route.timeout, sent).await;
             let failure = match result {
                 Ok((up, head)) => {
                     let failed = matches!(head.status, 502..=504);
@@ -441,7 +451,9 @@ impl Proxy {
             return Next::Close;
         }
         if clean && head.keep_alive && head.body_sent {
-            clients.checkin_raw(addr, up);
+            let now = Instant::now();
+            clients.checkin_raw(addr, up, now);
+            c.ended = Some(now);
         }
         if keep {
             Next::Again
@@ -849,13 +861,14 @@ impl<'a> Listed<'a> {
     }
 }
 
-/// One attempt on an endpoint: a pooled connection (or a new one), the request sent, the
-/// answer head read, within the route's timeout. A pooled connection the upstream had
-/// closed is replaced by the next one when the request has no body.
+/// One attempt on an endpoint started at `now`: a pooled connection (or a new one), the
+/// request sent, the answer head read, within the route's timeout. A pooled connection the
+/// upstream had closed is replaced by the next one when the request has no body.
 async fn attempt<I>(
     c: &mut Conn<I>,
     clients: &Clients,
     addr: std::net::SocketAddr,
+    now: Instant,
     timeout: Duration,
     sent: &Sent<'_>,
 ) -> Result<(Raw, UpHead), Failure>
@@ -870,10 +883,10 @@ where
         timer,
         ..
     } = c;
-    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+    timer.as_mut().reset((now + timeout).into());
     let exchange = async {
         loop {
-            let mut up = match clients.checkout_raw(addr) {
+            let mut up = match clients.checkout_raw(addr, now) {
                 Some(up) => up,
                 None => clients.connect_raw(addr).await.map_err(Failure::Connect)?,
             };

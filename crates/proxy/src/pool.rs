@@ -253,11 +253,11 @@ impl Pool {
 
     /// The most recently used idle connection of the edge's own HTTP/1.1 path to `addr`
     /// that is still open: one the upstream closed (or sent bytes on, unasked) is dropped.
-    /// The check costs no system call while the socket has not turned readable.
-    pub(crate) fn checkout_raw(&self, addr: SocketAddr) -> Option<Raw> {
+    /// The check costs no system call while the socket has not turned readable. `now`: the
+    /// caller's clock reading, taken just before.
+    pub(crate) fn checkout_raw(&self, addr: SocketAddr, now: Instant) -> Option<Raw> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let slot = slots.get_mut(&addr)?;
-        let now = Instant::now();
         while let Some((mut conn, since)) = slot.raw.pop() {
             if now.duration_since(since) >= IDLE_TIMEOUT {
                 continue;
@@ -274,8 +274,8 @@ impl Pool {
     }
 
     /// Gives back a connection of the edge's own HTTP/1.1 path whose exchange ended
-    /// cleanly (the whole response read, nothing more).
-    pub(crate) fn checkin_raw(&self, addr: SocketAddr, mut conn: Raw) {
+    /// cleanly (the whole response read, nothing more), idle from `now` (read just before).
+    pub(crate) fn checkin_raw(&self, addr: SocketAddr, mut conn: Raw, now: Instant) {
         conn.buf.clear();
         // A buffer grown by a large answer is not kept idle.
         if conn.buf.capacity() > 4 * RAW_BUF {
@@ -284,7 +284,7 @@ impl Pool {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let slot = slots.entry(addr).or_default();
         if slot.raw.len() < MAX_IDLE {
-            slot.raw.push((conn, Instant::now()));
+            slot.raw.push((conn, now));
         }
     }
 
