@@ -856,8 +856,15 @@ impl<'a> Listed<'a> {
             .map(move |&(_, _, vs, ve)| &src[vs as usize..ve as usize])
     }
 
+    /// Whether the `connection` fields list `name`; at once when they list nothing else
+    /// (a check made for every field).
+    #[inline]
     fn has(&self, name: &[u8]) -> bool {
-        self.any && self.values().any(|v| wire::lists(v, name))
+        self.any && self.lists(name)
+    }
+
+    fn lists(&self, name: &[u8]) -> bool {
+        self.values().any(|v| wire::lists(v, name))
     }
 }
 

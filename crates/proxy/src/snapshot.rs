@@ -51,11 +51,17 @@ pub struct HeaderRules {
 
 impl HeaderRules {
     /// Whether a rule removes or sets `name` (any case).
+    ///
+    /// Inlined down to two length checks for a route without rules (most of them): every
+    /// field of every head on the edge's HTTP/1.1 path is checked.
+    #[inline]
     pub(crate) fn touches(&self, name: &[u8]) -> bool {
-        self.remove
-            .iter()
-            .chain(self.set.iter().map(|(n, _)| n))
-            .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+        !(self.remove.is_empty() && self.set.is_empty()) && self.names(name)
+    }
+
+    fn names(&self, name: &[u8]) -> bool {
+        let is = |n: &HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+        self.remove.iter().any(is) || self.set.iter().any(|(n, _)| is(n))
     }
 
     pub(crate) fn apply(&self, headers: &mut http::HeaderMap) {
