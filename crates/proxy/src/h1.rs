@@ -427,8 +427,7 @@ impl Proxy {
         );
         let bytes = head
             .length
-            .and_then(|(s, e)| std::str::from_utf8(&up.buf[s as usize..e as usize]).ok())
-            .unwrap_or("-");
+            .map_or(&b"-"[..], |(s, e)| &up.buf[s as usize..e as usize]);
         self.record(done, head.status, bytes);
         up.buf.advance(head.len);
         let clean = match copy_body(
@@ -476,7 +475,7 @@ impl Proxy {
         I: AsyncRead + AsyncWrite + Unpin,
     {
         let bytes = resp.body().len().to_string();
-        self.record(done, resp.status().as_u16(), &bytes);
+        self.record(done, resp.status().as_u16(), bytes.as_bytes());
         write_answer(c, resp, Some(done.request_id), keep, head_req).await
     }
 }
