@@ -18,6 +18,7 @@
 //! retry rules of `forward`), never reuse a client or upstream connection whose message
 //! was not read to its end, and never forward a message whose length is ambiguous.
 
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -84,12 +85,53 @@ struct Conn<I> {
     req_fields: Vec<Field>,
     /// The header fields of the current upstream answer.
     fields: Vec<Field>,
-    /// The timer of the current wait (request head, upstream answer), reset each time.
-    timer: Pin<Box<Sleep>>,
+    /// The deadline of the current wait (request head, upstream answer, a stalled body).
+    deadline: Deadline,
     /// When the last exchange ended, read after its last write when the upstream
     /// connection went back to the pool: the wait for the next head counts from it, so
     /// that a request costs one clock read less.
     ended: Option<Instant>,
+}
+
+/// The deadline of a connection's current wait, kept with one Tokio timer that is moved
+/// only when a deadline comes earlier than the timer: a later one (the usual case: each
+/// request's waits end later than the last ones did) leaves the timer where it is, and a
+/// timer that fires before the deadline is moved to it then. Moving a Tokio timer costs
+/// more than a request's other time keeping together, and it would move twice per request.
+/// A wait still ends at its deadline exactly as with a timer set for it each time.
+struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    at: tokio::time::Instant,
+}
+
+impl Deadline {
+    fn new(after: Duration) -> Deadline {
+        let timer = Box::pin(tokio::time::sleep(after));
+        let at = timer.deadline();
+        Deadline { timer, at }
+    }
+
+    /// Sets the deadline of the next wait.
+    fn set(&mut self, at: Instant) {
+        let at = tokio::time::Instant::from_std(at);
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+        self.at = at;
+    }
+
+    /// Ends when the deadline has passed.
+    fn expired(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| loop {
+            std::task::ready!(self.timer.as_mut().poll(cx));
+            // The timer fired at its deadline; when that was before the current one (set
+            // later since), it waits again for the rest.
+            if self.timer.deadline() >= self.at {
+                return std::task::Poll::Ready(());
+            }
+            self.timer.as_mut().reset(self.at);
+        })
+    }
 }
 
 /// An upstream's answer head, by places in its connection's buffer.
@@ -148,7 +190,7 @@ impl Proxy {
             head: Vec::with_capacity(1024),
             req_fields: Vec::with_capacity(16),
             fields: Vec::with_capacity(16),
-            timer: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
+            deadline: Deadline::new(HEAD_TIMEOUT),
             ended: None,
         };
         // Shutdown closes a connection between requests (an idle one at once).
@@ -160,7 +202,7 @@ impl Proxy {
         let mut first = true;
         loop {
             let now = c.ended.take().unwrap_or_else(Instant::now);
-            c.timer.as_mut().reset((now + HEAD_TIMEOUT).into());
+            c.deadline.set(now + HEAD_TIMEOUT);
             let parsed = match read_request_head(&mut c, stop.as_mut(), first).await {
                 Head::Parsed(p) => p,
                 Head::Preface => {
@@ -435,7 +477,7 @@ impl Proxy {
             &mut c.out,
             &mut up,
             head.framing,
-            &mut c.timer,
+            &mut c.deadline,
             sent.route.timeout,
         )
         .await
@@ -443,7 +485,7 @@ impl Proxy {
             Ok(clean) => clean,
             Err(_) => return Next::Close,
         };
-        if bounded(&mut c.timer, sent.route.timeout, c.io.flush())
+        if bounded(&mut c.deadline, sent.route.timeout, c.io.flush())
             .await
             .is_err()
         {
@@ -553,7 +595,7 @@ where
                 Ok(_) => {}
             },
             _ = stop.as_mut(), if c.buf.is_empty() => return Head::End,
-            _ = c.timer.as_mut() => return Head::End,
+            () = c.deadline.expired() => return Head::End,
         }
     }
 }
@@ -742,10 +784,10 @@ where
     if !head_req {
         out.extend_from_slice(resp.body());
     }
-    let written = bounded(&mut c.timer, HEAD_TIMEOUT, c.io.write_all(out))
+    let written = bounded(&mut c.deadline, HEAD_TIMEOUT, c.io.write_all(out))
         .await
         .is_ok()
-        && bounded(&mut c.timer, HEAD_TIMEOUT, c.io.flush())
+        && bounded(&mut c.deadline, HEAD_TIMEOUT, c.io.flush())
             .await
             .is_ok();
     if written && keep {
@@ -886,10 +928,10 @@ where
         buf,
         up_head,
         fields,
-        timer,
+        deadline,
         ..
     } = c;
-    timer.as_mut().reset((now + timeout).into());
+    deadline.set(now + timeout);
     let exchange = async {
         loop {
             let mut up = match clients.checkout_raw(addr, now) {
@@ -906,7 +948,7 @@ where
     tokio::select! {
         biased;
         r = exchange => r,
-        _ = timer.as_mut() => Err(Failure::TimedOut),
+        () = deadline.expired() => Err(Failure::TimedOut),
     }
 }
 
@@ -1148,11 +1190,11 @@ fn answer_head(
 }
 
 /// One read from the upstream or one write to the client while an answer is copied: done
-/// at once (the common case, no timer set), or within `limit`, so that a body that stalls
+/// at once (the common case, no deadline set), or within `limit`, so that a body that stalls
 /// either way (an upstream that stops sending, a client that stops reading) ends the
 /// exchange instead of holding its connections forever.
 async fn bounded<T>(
-    timer: &mut Pin<Box<Sleep>>,
+    deadline: &mut Deadline,
     limit: Duration,
     step: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
@@ -1162,11 +1204,11 @@ async fn bounded<T>(
         r = &mut step => return r,
         () = std::future::ready(()) => {}
     }
-    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    deadline.set(Instant::now() + limit);
     tokio::select! {
         biased;
         r = &mut step => r,
-        () = timer.as_mut() => Err(std::io::Error::new(
+        () = deadline.expired() => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "the answer's body stalled",
         )),
@@ -1181,7 +1223,7 @@ async fn copy_body<I>(
     out: &mut Vec<u8>,
     up: &mut Raw,
     framing: Framing,
-    timer: &mut Pin<Box<Sleep>>,
+    deadline: &mut Deadline,
     limit: Duration,
 ) -> std::io::Result<bool>
 where
@@ -1190,23 +1232,23 @@ where
     let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "answer cut short");
     match framing {
         Framing::Empty => {
-            bounded(timer, limit, io.write_all(out)).await?;
+            bounded(deadline, limit, io.write_all(out)).await?;
             Ok(up.buf.is_empty())
         }
         Framing::Length(n) => {
             let take = (up.buf.len() as u64).min(n) as usize;
             out.extend_from_slice(&up.buf[..take]);
             up.buf.advance(take);
-            bounded(timer, limit, io.write_all(out)).await?;
+            bounded(deadline, limit, io.write_all(out)).await?;
             let mut left = n - take as u64;
             while left > 0 {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
+                if bounded(deadline, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Err(truncated());
                 }
                 let take = (up.buf.len() as u64).min(left) as usize;
-                bounded(timer, limit, io.write_all(&up.buf[..take])).await?;
+                bounded(deadline, limit, io.write_all(&up.buf[..take])).await?;
                 up.buf.advance(take);
                 left -= take as u64;
             }
@@ -1218,15 +1260,15 @@ where
             let n = end.feed(&up.buf).map_err(bad)?;
             out.extend_from_slice(&up.buf[..n]);
             up.buf.advance(n);
-            bounded(timer, limit, io.write_all(out)).await?;
+            bounded(deadline, limit, io.write_all(out)).await?;
             while !end.is_done() {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
+                if bounded(deadline, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Err(truncated());
                 }
                 let n = end.feed(&up.buf).map_err(bad)?;
-                bounded(timer, limit, io.write_all(&up.buf[..n])).await?;
+                bounded(deadline, limit, io.write_all(&up.buf[..n])).await?;
                 up.buf.advance(n);
             }
             Ok(up.buf.is_empty())
@@ -1234,15 +1276,50 @@ where
         Framing::Close => {
             out.extend_from_slice(&up.buf);
             up.buf.clear();
-            bounded(timer, limit, io.write_all(out)).await?;
+            bounded(deadline, limit, io.write_all(out)).await?;
             loop {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
+                if bounded(deadline, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Ok(false);
                 }
-                bounded(timer, limit, io.write_all(&up.buf)).await?;
+                bounded(deadline, limit, io.write_all(&up.buf)).await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How long until `d` expires, from now.
+    async fn expires_after(d: &mut Deadline) -> Duration {
+        let start = Instant::now();
+        d.expired().await;
+        start.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_deadline_ends_a_wait_when_it_is_due_whether_it_moved_later_or_earlier() {
+        let mut d = Deadline::new(Duration::from_millis(100));
+        // Later than the timer: the timer fires first, and the wait goes on to the deadline.
+        d.set(Instant::now() + Duration::from_millis(400));
+        let waited = expires_after(&mut d).await;
+        assert!(
+            waited >= Duration::from_millis(390) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        // Earlier than the timer: the timer moves.
+        d.set(Instant::now() + Duration::from_secs(30));
+        d.set(Instant::now() + Duration::from_millis(50));
+        let waited = expires_after(&mut d).await;
+        assert!(
+            waited >= Duration::from_millis(40) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        // A deadline already past ends the wait at once.
+        d.set(Instant::now());
+        assert!(expires_after(&mut d).await < Duration::from_secs(1));
     }
 }
