@@ -32,7 +32,7 @@ use tokio::time::Sleep;
 
 use crate::forward::{
     json_error, new_request_id, sane_request_id, stripped_target,
-    traceparent as new_traceparent_text, ClientInfo, Clients, Dispatch, Done, InFlight,
+    traceparent as new_traceparent_text, ClientInfo, Clients, Dispatch, Done, InFlight, Scheme,
     MAX_ATTEMPTS,
 };
 use crate::pool::{Raw, RAW_BUF};
@@ -827,7 +827,9 @@ fn request_head(
     let rules = &route.request_headers;
     let listed = Listed::new(src, fields, up.req.lists_others);
     let (mut forwarded_for, mut traceparent) = (None, false);
-    for &(ns, ne, vs, ve) in fields {
+    let mut lines = Lines::new(src);
+    for &field in fields {
+        let (ns, ne, vs, ve) = field;
         let (name, value) = (slice(ns, ne), slice(vs, ve));
         let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
         if wire::is_hop_by_hop(name) || listed.has(name) || rules.touches(name) {
@@ -841,35 +843,79 @@ fn request_head(
             continue;
         }
         traceparent |= is(b"traceparent");
-        wire::field(out, name, value);
+        lines.keep(out, field);
     }
-    let mut own = |name: &[u8], value: &[&[u8]]| {
-        if !rules.touches(name) {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            value.iter().for_each(|v| out.extend_from_slice(v));
-            out.extend_from_slice(b"\r\n");
+    lines.flush(out);
+    // The edge's own fields, each unless a rule of the route sets or removes it.
+    if !rules.touches(b"x-forwarded-for") {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        // The client's list, when it is plain text, with the client's address appended.
+        let plain = |v: &&[u8]| v.iter().all(|b| *b == b' ' || b.is_ascii_graphic());
+        if let Some(before) = forwarded_for.filter(plain) {
+            out.extend_from_slice(before);
+            out.extend_from_slice(b", ");
         }
-    };
-    let ip = up.client.ip.as_bytes();
-    // The client's list, when it is plain text, with the client's address appended.
-    match forwarded_for.filter(|v| v.iter().all(|b| *b == b' ' || b.is_ascii_graphic())) {
-        Some(before) => own(b"x-forwarded-for", &[before, b", ", ip]),
-        None => own(b"x-forwarded-for", &[ip]),
+        out.extend_from_slice(up.client.ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    own(
-        b"x-forwarded-proto",
-        &[up.client.scheme.as_str().as_bytes()],
-    );
-    own(b"x-forwarded-host", &[up.req.host.as_bytes()]);
-    if !traceparent {
-        own(b"traceparent", &[&new_traceparent_text()]);
+    if !rules.touches(b"x-forwarded-proto") {
+        out.extend_from_slice(match up.client.scheme {
+            Scheme::Http => &b"x-forwarded-proto: http\r\n"[..],
+            Scheme::Https => b"x-forwarded-proto: https\r\n",
+        });
     }
-    own(b"x-request-id", &[up.request_id.as_bytes()]);
+    if !rules.touches(b"x-forwarded-host") {
+        wire::field(out, b"x-forwarded-host", up.req.host.as_bytes());
+    }
+    if !traceparent && !rules.touches(b"traceparent") {
+        wire::field(out, b"traceparent", &new_traceparent_text());
+    }
+    if !rules.touches(b"x-request-id") {
+        wire::field(out, b"x-request-id", up.request_id.as_bytes());
+    }
     for (name, value) in &rules.set {
         wire::field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The header lines of a head that are passed on, written to `out` in their order: a run
+/// of lines that are already as `wire::field` writes them (`name: value` and CR LF, one
+/// after the other in the source) is copied at once, any other line field by field. The
+/// bytes written are the same either way; most heads are one or two runs.
+struct Lines<'a> {
+    src: &'a [u8],
+    /// The run not written yet, as a range of `src` (empty: none).
+    run: (usize, usize),
+}
+
+impl<'a> Lines<'a> {
+    fn new(src: &'a [u8]) -> Lines<'a> {
+        Lines { src, run: (0, 0) }
+    }
+
+    /// Passes on the line of `field`.
+    #[inline]
+    fn keep(&mut self, out: &mut Vec<u8>, (ns, ne, vs, ve): Field) {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        let end = ve + 2;
+        if self.src.get(ne..vs) == Some(b": ") && self.src.get(ve..end) == Some(b"\r\n") {
+            if self.run.0 == self.run.1 || self.run.1 != ns {
+                self.flush(out);
+                self.run.0 = ns;
+            }
+            self.run.1 = end;
+        } else {
+            self.flush(out);
+            wire::field(out, &self.src[ns..ne], &self.src[vs..ve]);
+        }
+    }
+
+    /// Writes the run not written yet.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.src[self.run.0..self.run.1]);
+        self.run = (0, 0);
+    }
 }
 
 /// The names a head's `connection` fields list besides hop-by-hop ones (rare): such
@@ -1150,23 +1196,36 @@ fn answer_head(
 ) {
     let slice = |(s, e): (u32, u32)| &src[s as usize..e as usize];
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    wire::decimal(out, u64::from(head.status));
-    out.push(b' ');
-    let reason = slice(head.reason);
-    if reason.is_empty() {
-        let canonical = StatusCode::from_u16(head.status)
-            .ok()
-            .and_then(|s| s.canonical_reason());
-        out.extend_from_slice(canonical.unwrap_or("").as_bytes());
+    let (rs, re) = (head.reason.0 as usize, head.reason.1 as usize);
+    if head.status >= 100
+        && rs == 13
+        && re > rs
+        && src.starts_with(b"HTTP/1.1 ")
+        && src.get(re..re + 2) == Some(b"\r\n")
+    {
+        // The upstream's status line is already the one written below (HTTP/1.1, the three
+        // digits of the status, a space, a reason): copied as it is.
+        out.extend_from_slice(&src[..re + 2]);
     } else {
-        out.extend_from_slice(reason);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        wire::decimal(out, u64::from(head.status));
+        out.push(b' ');
+        let reason = slice(head.reason);
+        if reason.is_empty() {
+            let canonical = StatusCode::from_u16(head.status)
+                .ok()
+                .and_then(|s| s.canonical_reason());
+            out.extend_from_slice(canonical.unwrap_or("").as_bytes());
+        } else {
+            out.extend_from_slice(reason);
+        }
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
     let listed = Listed::new(src, fields, head.lists_others);
     let rules = &route.response_headers;
-    for &(ns, ne, vs, ve) in fields {
-        let name = slice((ns, ne));
+    let mut lines = Lines::new(src);
+    for &field in fields {
+        let name = slice((field.0, field.1));
         if wire::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"x-request-id")
             || rules.touches(name)
@@ -1174,8 +1233,9 @@ fn answer_head(
         {
             continue;
         }
-        wire::field(out, name, slice((vs, ve)));
+        lines.keep(out, field);
     }
+    lines.flush(out);
     for (name, value) in &rules.set {
         wire::field(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -1321,5 +1381,86 @@ mod tests {
         // A deadline already past ends the wait at once.
         d.set(Instant::now());
         assert!(expires_after(&mut d).await < Duration::from_secs(1));
+    }
+
+    /// The fields of an answer head (`parse_response`).
+    fn answer_fields(src: &[u8]) -> (UpHead, Vec<Field>) {
+        let mut fields = Vec::new();
+        match parse_response(src, &mut fields, false) {
+            Ok(Some(head)) => (head, fields),
+            _ => panic!("not an answer head: {}", String::from_utf8_lossy(src)),
+        }
+    }
+
+    const HEADS: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nC: 3\r\nD:  4\r\nE: 5\r\nF: \r\nG: 7\r\n\r\n",
+        b"HTTP/1.1 200 OK\nA: 1\nB: 2\r\nC: 3\r\n\n",
+        b"HTTP/1.1 200 OK\r\nA: 1 \r\nB: 2\t\r\nC: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nA: x\x80y\r\nB: 2\r\n\r\n",
+    ];
+
+    #[test]
+    fn lines_copied_in_runs_are_the_lines_written_field_by_field() {
+        for src in HEADS {
+            let (_, fields) = answer_fields(src);
+            // Each field left out in turn (a field dropped splits a run), and none.
+            for skip in 0..=fields.len() {
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                let mut lines = Lines::new(src);
+                for (_, &f) in fields.iter().enumerate().filter(|(i, _)| *i != skip) {
+                    let (ns, ne, vs, ve) = (f.0 as usize, f.1 as usize, f.2 as usize, f.3 as usize);
+                    wire::field(&mut want, &src[ns..ne], &src[vs..ve]);
+                    lines.keep(&mut got, f);
+                }
+                lines.flush(&mut got);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{}",
+                    String::from_utf8_lossy(src)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn answer_heads_have_an_http_1_1_status_line_and_lose_hop_by_hop_fields() {
+        let route = crate::snapshot::Route {
+            id: "t/prod/r".into(),
+            host: "*".into(),
+            path: crate::snapshot::PathMatch::Prefix("/".into()),
+            strip_prefix: false,
+            upstream: crate::snapshot::Upstream::new("u", vec![], Default::default()),
+            timeout: Duration::from_secs(1),
+            max_body: 0,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            allow_http: true,
+            h2c: false,
+            stats: Default::default(),
+        };
+        for (src, want) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive\r\nX-Request-Id: a\r\nContent-Length: 0\r\n\r\n"[..],
+                "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 0\r\nx-request-id: id\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.0 404 Not Found\r\nA: 1\r\n\r\n",
+                "HTTP/1.1 404 Not Found\r\nA: 1\r\nx-request-id: id\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.1 204 \r\nA:1\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nA: 1\r\nx-request-id: id\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.1 299 Fine\nA: 1\n\n",
+                "HTTP/1.1 299 Fine\r\nA: 1\r\nx-request-id: id\r\n\r\n",
+            ),
+        ] {
+            let (head, fields) = answer_fields(src);
+            let mut out = Vec::new();
+            answer_head(&mut out, src, &head, &fields, &route, "id", true);
+            assert_eq!(String::from_utf8_lossy(&out), want);
+        }
     }
 }
