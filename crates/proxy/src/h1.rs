@@ -1018,8 +1018,15 @@ where
     I: AsyncRead + Unpin,
 {
     let reused = up.reused;
+    // The head is written at once in the usual case (the socket of an idle connection has
+    // room): tried before anything waits for the socket to be writable.
+    let written = match up.tcp.try_write(up_head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Err(Failure::Broken { stale: reused }),
+    };
     let (mut r, mut w) = up.tcp.split();
-    if w.write_all(up_head).await.is_err() {
+    if written < up_head.len() && w.write_all(&up_head[written..]).await.is_err() {
         return Err(Failure::Broken { stale: reused });
     }
     if sent.length == 0 {
