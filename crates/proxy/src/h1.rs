@@ -35,7 +35,7 @@ use crate::forward::{
     traceparent as new_traceparent_text, ClientInfo, Clients, Dispatch, Done, InFlight, Scheme,
     MAX_ATTEMPTS,
 };
-use crate::pool::{Raw, RAW_BUF};
+use crate::pool::{Raw, RAW_BUF, READ_ROOM};
 use crate::snapshot::Route;
 use crate::wire::{self, Framing, MAX_HEAD};
 use crate::Proxy;
@@ -587,7 +587,7 @@ where
                 }
             }
         }
-        c.buf.reserve(RAW_BUF);
+        c.buf.reserve(READ_ROOM);
         tokio::select! {
             biased;
             r = c.io.read_buf(&mut c.buf) => match r {
@@ -1105,7 +1105,7 @@ where
                 continue;
             }
         }
-        buf.reserve(RAW_BUF);
+        buf.reserve(READ_ROOM);
         match r.read_buf(buf).await {
             Ok(n) if n > 0 => {}
             _ => {
@@ -1266,10 +1266,10 @@ async fn bounded<T>(
     step: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
     tokio::pin!(step);
-    tokio::select! {
-        biased;
-        r = &mut step => return r,
-        () = std::future::ready(()) => {}
+    // Polled once by itself first: no `select!` for the usual step done at once.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(step.as_mut().poll(cx)));
+    if let std::task::Poll::Ready(r) = first.await {
+        return r;
     }
     deadline.set(Instant::now() + limit);
     tokio::select! {

@@ -39,6 +39,10 @@ const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial read buffer of a connection of the edge's own HTTP/1.1 path.
 pub(crate) const RAW_BUF: usize = 8 * 1024;
+/// Room a read of a head into such a buffer asks for. Less than `RAW_BUF`: a buffer
+/// emptied by each request serves many more before its start has to be moved back (each
+/// request's bytes are consumed from the front, which shrinks the room behind them).
+pub(crate) const READ_ROOM: usize = 4 * 1024;
 
 /// Why a request got no answer from an endpoint.
 #[derive(Debug)]
