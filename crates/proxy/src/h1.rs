@@ -895,7 +895,7 @@ impl<'a> Lines<'a> {
     }
 
     /// Passes on the line of `field`.
-    #[inline]
+    #[inline(always)]
     fn keep(&mut self, out: &mut Vec<u8>, (ns, ne, vs, ve): Field) {
         let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let end = ve + 2;

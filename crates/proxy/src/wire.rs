@@ -130,6 +130,7 @@ pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
 }
 
 /// Whether `name` is a hop-by-hop field (RFC 9110 section 7.6.1), in any case.
+#[inline]
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     // By length first: every field of every head is checked, and most names have a length
     // no hop-by-hop name has.
