@@ -103,7 +103,8 @@ impl Hasher for AddrHasher {
 #[derive(Default)]
 struct Slot {
     idle: Vec<(H1, Instant)>,
-    /// Idle connections of the edge's own HTTP/1.1 path (`h1`).
+    /// Idle connections of the edge's own HTTP/1.1 path (`h1`), each with the instant it
+    /// expires (kept rather than when it went idle: no subtraction per request).
     raw: Vec<(Raw, Instant)>,
     h2: Option<H2>,
 }
@@ -262,8 +263,8 @@ impl Pool {
     pub(crate) fn checkout_raw(&self, addr: SocketAddr, now: Instant) -> Option<Raw> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let slot = slots.get_mut(&addr)?;
-        while let Some((mut conn, since)) = slot.raw.pop() {
-            if now.duration_since(since) >= IDLE_TIMEOUT {
+        while let Some((mut conn, expires)) = slot.raw.pop() {
+            if now >= expires {
                 continue;
             }
             match conn.tcp.try_read(&mut [0u8; 1]) {
@@ -286,9 +287,13 @@ impl Pool {
             conn.buf = bytes::BytesMut::with_capacity(RAW_BUF);
         }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = slots.entry(addr).or_default();
+        // Looked up before it is made: the slot is there but for the first connection.
+        let slot = match slots.get_mut(&addr) {
+            Some(slot) => slot,
+            None => slots.entry(addr).or_default(),
+        };
         if slot.raw.len() < MAX_IDLE {
-            slot.raw.push((conn, now));
+            slot.raw.push((conn, now + IDLE_TIMEOUT));
         }
     }
 
@@ -348,8 +353,7 @@ impl Pool {
         slots.retain(|_, slot| {
             slot.idle
                 .retain(|(c, since)| !c.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
-            slot.raw
-                .retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+            slot.raw.retain(|(_, expires)| now < *expires);
             if slot.h2.as_ref().is_some_and(|c| c.is_closed()) {
                 slot.h2 = None;
             }
