@@ -358,7 +358,7 @@ impl Proxy {
         conn: Accepted,
         h2: bool,
     ) where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: crate::h1::ClientIo + Send + 'static,
     {
         let Accepted {
             peer,

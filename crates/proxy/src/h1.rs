@@ -58,6 +58,25 @@ pub(crate) enum Served<I> {
     HandOver(I, Bytes),
 }
 
+/// A client connection's stream. A plain TCP stream is written at once when its socket
+/// has room (`try_write`), before anything waits for it to be writable: the usual case,
+/// and cheaper than a write through the async machinery. A TLS stream, which writes its
+/// records through its own buffer, is written the usual way.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin {
+    /// Writes what the socket takes now; `None` when the stream cannot be written so.
+    fn try_write_now(&self, _buf: &[u8]) -> Option<std::io::Result<usize>> {
+        None
+    }
+}
+
+impl ClientIo for tokio::net::TcpStream {
+    fn try_write_now(&self, buf: &[u8]) -> Option<std::io::Result<usize>> {
+        Some(self.try_write(buf))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo for tokio_rustls::server::TlsStream<S> {}
+
 /// What follows a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -180,7 +199,7 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
     ) -> Served<I>
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let mut c = Conn {
             io,
@@ -258,7 +277,7 @@ impl Proxy {
         clients: &Clients,
     ) -> Next
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let started = Instant::now();
         let head_req = req.method == Method::HEAD;
@@ -359,7 +378,7 @@ impl Proxy {
         done: &mut Done<'_>,
     ) -> Option<Next>
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let route = sent.route;
         let bodiless = sent.length == 0;
@@ -455,7 +474,7 @@ impl Proxy {
         done: &Done<'_>,
     ) -> Next
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let keep = sent.keep && head.body_sent && head.framing != Framing::Close;
         answer_head(
@@ -514,7 +533,7 @@ impl Proxy {
         head_req: bool,
     ) -> Next
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let bytes = resp.body().len().to_string();
         self.record(done, resp.status().as_u16(), bytes.as_bytes());
@@ -546,7 +565,7 @@ enum Head {
 /// yet (only then can HTTP/2's preface come).
 async fn read_request_head<I, S>(c: &mut Conn<I>, mut stop: Pin<&mut S>, mut first: bool) -> Head
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: ClientIo,
     S: std::future::Future<Output = ()>,
 {
     loop {
@@ -763,7 +782,7 @@ async fn write_answer<I>(
     head_req: bool,
 ) -> Next
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: ClientIo,
 {
     let out = &mut c.out;
     out.clear();
@@ -784,7 +803,7 @@ where
     if !head_req {
         out.extend_from_slice(resp.body());
     }
-    let written = bounded(&mut c.deadline, HEAD_TIMEOUT, c.io.write_all(out))
+    let written = write_bounded(&mut c.io, out, &mut c.deadline, HEAD_TIMEOUT)
         .await
         .is_ok()
         && bounded(&mut c.deadline, HEAD_TIMEOUT, c.io.flush())
@@ -967,7 +986,7 @@ async fn attempt<I>(
     sent: &Sent<'_>,
 ) -> Result<(Raw, UpHead), Failure>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: ClientIo,
 {
     let Conn {
         io,
@@ -1282,6 +1301,25 @@ async fn bounded<T>(
     }
 }
 
+/// Writes `buf` to the client: what the socket takes at once, the rest within `limit`
+/// (`bounded`).
+async fn write_bounded<I: ClientIo>(
+    io: &mut I,
+    buf: &[u8],
+    deadline: &mut Deadline,
+    limit: Duration,
+) -> std::io::Result<()> {
+    let done = match io.try_write_now(buf) {
+        Some(Ok(n)) => n,
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e),
+        Some(Err(_)) | None => 0,
+    };
+    if done < buf.len() {
+        bounded(deadline, limit, io.write_all(&buf[done..])).await?;
+    }
+    Ok(())
+}
+
 /// Writes `out` (the answer head) and the answer's body, read from `up` as its framing
 /// says, each step within `limit` (`bounded`). `Ok(true)` when the body ended exactly
 /// where the upstream's bytes did (the connection may serve another request).
@@ -1294,19 +1332,19 @@ async fn copy_body<I>(
     limit: Duration,
 ) -> std::io::Result<bool>
 where
-    I: AsyncWrite + Unpin,
+    I: ClientIo,
 {
     let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "answer cut short");
     match framing {
         Framing::Empty => {
-            bounded(deadline, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             Ok(up.buf.is_empty())
         }
         Framing::Length(n) => {
             let take = (up.buf.len() as u64).min(n) as usize;
             out.extend_from_slice(&up.buf[..take]);
             up.buf.advance(take);
-            bounded(deadline, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             let mut left = n - take as u64;
             while left > 0 {
                 up.buf.clear();
@@ -1315,7 +1353,7 @@ where
                     return Err(truncated());
                 }
                 let take = (up.buf.len() as u64).min(left) as usize;
-                bounded(deadline, limit, io.write_all(&up.buf[..take])).await?;
+                write_bounded(io, &up.buf[..take], deadline, limit).await?;
                 up.buf.advance(take);
                 left -= take as u64;
             }
@@ -1327,7 +1365,7 @@ where
             let n = end.feed(&up.buf).map_err(bad)?;
             out.extend_from_slice(&up.buf[..n]);
             up.buf.advance(n);
-            bounded(deadline, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             while !end.is_done() {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
@@ -1335,7 +1373,7 @@ where
                     return Err(truncated());
                 }
                 let n = end.feed(&up.buf).map_err(bad)?;
-                bounded(deadline, limit, io.write_all(&up.buf[..n])).await?;
+                write_bounded(io, &up.buf[..n], deadline, limit).await?;
                 up.buf.advance(n);
             }
             Ok(up.buf.is_empty())
@@ -1343,14 +1381,14 @@ where
         Framing::Close => {
             out.extend_from_slice(&up.buf);
             up.buf.clear();
-            bounded(deadline, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             loop {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
                 if bounded(deadline, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Ok(false);
                 }
-                bounded(deadline, limit, io.write_all(&up.buf)).await?;
+                write_bounded(io, &up.buf, deadline, limit).await?;
             }
         }
     }
