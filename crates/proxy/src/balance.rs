@@ -39,15 +39,13 @@ impl Upstream {
                     .map(|i| (i, &self.endpoints[i]))
             }
             Balancer::LeastOutstanding => {
-                if n == 0 {
-                    return None;
+                if n <= 1 {
+                    // Nothing to choose from (a route with one endpoint is common): no random
+                    // numbers, no in-flight counts to sum.
+                    return (n == 1 && ok(0)).then(|| (0, &self.endpoints[0]));
                 }
-                let a = if n > 1 { crate::rng::below(n) } else { 0 };
-                let b = if n > 1 {
-                    (a + 1 + crate::rng::below(n - 1)) % n
-                } else {
-                    a
-                };
+                let a = crate::rng::below(n);
+                let b = (a + 1 + crate::rng::below(n - 1)) % n;
                 let pick = match (ok(a), ok(b)) {
                     (true, true) => {
                         let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);

@@ -181,7 +181,12 @@ impl Proxy {
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// `t` in the milliseconds of `now_ms` (for a caller that read the clock already).
+    pub(crate) fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Serves `listener` until `shutdown` turns true, then lets open connections finish
@@ -353,7 +358,7 @@ impl Proxy {
         conn: Accepted,
         h2: bool,
     ) where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: crate::h1::ClientIo + Send + 'static,
     {
         let Accepted {
             peer,
@@ -534,19 +539,20 @@ impl Proxy {
         let bytes = resp
             .headers()
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+            .map_or(&b"-"[..], |v| v.as_bytes());
         self.record(&d, resp.status().as_u16(), bytes);
         resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         resp
     }
 
     /// Counts a routed request in its route's metrics and writes its access log line.
-    /// `bytes` is the response's length as it says (`-` when unknown).
-    pub(crate) fn record(&self, d: &Done<'_>, status: u16, bytes: &str) {
+    /// `bytes` is the response's length as it says (`-` when unknown), read as text only
+    /// for the log line.
+    pub(crate) fn record(&self, d: &Done<'_>, status: u16, bytes: &[u8]) {
         let elapsed = d.started.elapsed();
         d.route.stats.record(status, elapsed);
         if self.access_log.load(Ordering::Relaxed) {
+            let bytes = std::str::from_utf8(bytes).unwrap_or("-");
             let upstream = d.upstream.map(|u| u.to_string());
             tracing::info!(
                 target: "gantry::access",

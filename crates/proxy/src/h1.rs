@@ -18,6 +18,7 @@
 //! retry rules of `forward`), never reuse a client or upstream connection whose message
 //! was not read to its end, and never forward a message whose length is ambiguous.
 
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -31,10 +32,10 @@ use tokio::time::Sleep;
 
 use crate::forward::{
     json_error, new_request_id, sane_request_id, stripped_target,
-    traceparent as new_traceparent_text, ClientInfo, Clients, Dispatch, Done, InFlight,
+    traceparent as new_traceparent_text, ClientInfo, Clients, Dispatch, Done, InFlight, Scheme,
     MAX_ATTEMPTS,
 };
-use crate::pool::{Raw, RAW_BUF};
+use crate::pool::{Raw, RAW_BUF, READ_ROOM};
 use crate::snapshot::Route;
 use crate::wire::{self, Framing, MAX_HEAD};
 use crate::Proxy;
@@ -56,6 +57,25 @@ pub(crate) enum Served<I> {
     /// Hyper serves the rest: the connection and the bytes already read from it.
     HandOver(I, Bytes),
 }
+
+/// A client connection's stream. A plain TCP stream is written at once when its socket
+/// has room (`try_write`), before anything waits for it to be writable: the usual case,
+/// and cheaper than a write through the async machinery. A TLS stream, which writes its
+/// records through its own buffer, is written the usual way.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin {
+    /// Writes what the socket takes now; `None` when the stream cannot be written so.
+    fn try_write_now(&self, _buf: &[u8]) -> Option<std::io::Result<usize>> {
+        None
+    }
+}
+
+impl ClientIo for tokio::net::TcpStream {
+    fn try_write_now(&self, buf: &[u8]) -> Option<std::io::Result<usize>> {
+        Some(self.try_write(buf))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo for tokio_rustls::server::TlsStream<S> {}
 
 /// What follows a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +104,53 @@ struct Conn<I> {
     req_fields: Vec<Field>,
     /// The header fields of the current upstream answer.
     fields: Vec<Field>,
-    /// The timer of the current wait (request head, upstream answer), reset each time.
+    /// The deadline of the current wait (request head, upstream answer, a stalled body).
+    deadline: Deadline,
+    /// When the last exchange ended, read after its last write when the upstream
+    /// connection went back to the pool: the wait for the next head counts from it, so
+    /// that a request costs one clock read less.
+    ended: Option<Instant>,
+}
+
+/// The deadline of a connection's current wait, kept with one Tokio timer that is moved
+/// only when a deadline comes earlier than the timer: a later one (the usual case: each
+/// request's waits end later than the last ones did) leaves the timer where it is, and a
+/// timer that fires before the deadline is moved to it then. Moving a Tokio timer costs
+/// more than a request's other time keeping together, and it would move twice per request.
+/// A wait still ends at its deadline exactly as with a timer set for it each time.
+struct Deadline {
     timer: Pin<Box<Sleep>>,
+    at: tokio::time::Instant,
+}
+
+impl Deadline {
+    fn new(after: Duration) -> Deadline {
+        let timer = Box::pin(tokio::time::sleep(after));
+        let at = timer.deadline();
+        Deadline { timer, at }
+    }
+
+    /// Sets the deadline of the next wait.
+    fn set(&mut self, at: Instant) {
+        let at = tokio::time::Instant::from_std(at);
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+        self.at = at;
+    }
+
+    /// Ends when the deadline has passed.
+    fn expired(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| loop {
+            std::task::ready!(self.timer.as_mut().poll(cx));
+            // The timer fired at its deadline; when that was before the current one (set
+            // later since), it waits again for the rest.
+            if self.timer.deadline() >= self.at {
+                return std::task::Poll::Ready(());
+            }
+            self.timer.as_mut().reset(self.at);
+        })
+    }
 }
 
 /// An upstream's answer head, by places in its connection's buffer.
@@ -134,7 +199,7 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
     ) -> Served<I>
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let mut c = Conn {
             io,
@@ -144,7 +209,8 @@ impl Proxy {
             head: Vec::with_capacity(1024),
             req_fields: Vec::with_capacity(16),
             fields: Vec::with_capacity(16),
-            timer: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
+            deadline: Deadline::new(HEAD_TIMEOUT),
+            ended: None,
         };
         // Shutdown closes a connection between requests (an idle one at once).
         let mut signal = shutdown.clone();
@@ -154,9 +220,8 @@ impl Proxy {
         tokio::pin!(stop);
         let mut first = true;
         loop {
-            c.timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + HEAD_TIMEOUT);
+            let now = c.ended.take().unwrap_or_else(Instant::now);
+            c.deadline.set(now + HEAD_TIMEOUT);
             let parsed = match read_request_head(&mut c, stop.as_mut(), first).await {
                 Head::Parsed(p) => p,
                 Head::Preface => {
@@ -212,7 +277,7 @@ impl Proxy {
         clients: &Clients,
     ) -> Next
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let started = Instant::now();
         let head_req = req.method == Method::HEAD;
@@ -313,7 +378,7 @@ impl Proxy {
         done: &mut Done<'_>,
     ) -> Option<Next>
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let route = sent.route;
         let bodiless = sent.length == 0;
@@ -322,8 +387,14 @@ impl Proxy {
         let mut attempts = 0;
         let mut prepared = false;
         loop {
-            let now = self.now_ms();
-            let Some((idx, ep)) = route.upstream.pick(now, &tried[..attempts]) else {
+            // The first attempt starts as the request was routed (its clock read serves
+            // the balancer, the pool and the attempt's deadline); a retry reads it again.
+            let now = if attempts == 0 {
+                done.started
+            } else {
+                Instant::now()
+            };
+            let Some((idx, ep)) = route.upstream.pick(self.ms_at(now), &tried[..attempts]) else {
                 if attempts == 0 {
                     return None;
                 }
@@ -351,7 +422,7 @@ impl Proxy {
                 prepared = true;
             }
             let _flight = InFlight::new(ep);
-            let result = attempt(c, clients, ep.addr, route.timeout, sent).await;
+            let result = attempt(c, clients, ep.addr, now, route.timeout, sent).await;
             let failure = match result {
                 Ok((up, head)) => {
                     let failed = matches!(head.status, 502..=504);
@@ -403,7 +474,7 @@ impl Proxy {
         done: &Done<'_>,
     ) -> Next
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let keep = sent.keep && head.body_sent && head.framing != Framing::Close;
         answer_head(
@@ -417,8 +488,7 @@ impl Proxy {
         );
         let bytes = head
             .length
-            .and_then(|(s, e)| std::str::from_utf8(&up.buf[s as usize..e as usize]).ok())
-            .unwrap_or("-");
+            .map_or(&b"-"[..], |(s, e)| &up.buf[s as usize..e as usize]);
         self.record(done, head.status, bytes);
         up.buf.advance(head.len);
         let clean = match copy_body(
@@ -426,7 +496,7 @@ impl Proxy {
             &mut c.out,
             &mut up,
             head.framing,
-            &mut c.timer,
+            &mut c.deadline,
             sent.route.timeout,
         )
         .await
@@ -434,14 +504,16 @@ impl Proxy {
             Ok(clean) => clean,
             Err(_) => return Next::Close,
         };
-        if bounded(&mut c.timer, sent.route.timeout, c.io.flush())
+        if bounded(&mut c.deadline, sent.route.timeout, c.io.flush())
             .await
             .is_err()
         {
             return Next::Close;
         }
         if clean && head.keep_alive && head.body_sent {
-            clients.checkin_raw(addr, up);
+            let now = Instant::now();
+            clients.checkin_raw(addr, up, now);
+            c.ended = Some(now);
         }
         if keep {
             Next::Again
@@ -461,10 +533,10 @@ impl Proxy {
         head_req: bool,
     ) -> Next
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: ClientIo,
     {
         let bytes = resp.body().len().to_string();
-        self.record(done, resp.status().as_u16(), &bytes);
+        self.record(done, resp.status().as_u16(), bytes.as_bytes());
         write_answer(c, resp, Some(done.request_id), keep, head_req).await
     }
 }
@@ -493,7 +565,7 @@ enum Head {
 /// yet (only then can HTTP/2's preface come).
 async fn read_request_head<I, S>(c: &mut Conn<I>, mut stop: Pin<&mut S>, mut first: bool) -> Head
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: ClientIo,
     S: std::future::Future<Output = ()>,
 {
     loop {
@@ -534,7 +606,7 @@ where
                 }
             }
         }
-        c.buf.reserve(RAW_BUF);
+        c.buf.reserve(READ_ROOM);
         tokio::select! {
             biased;
             r = c.io.read_buf(&mut c.buf) => match r {
@@ -542,7 +614,7 @@ where
                 Ok(_) => {}
             },
             _ = stop.as_mut(), if c.buf.is_empty() => return Head::End,
-            _ = c.timer.as_mut() => return Head::End,
+            () = c.deadline.expired() => return Head::End,
         }
     }
 }
@@ -710,7 +782,7 @@ async fn write_answer<I>(
     head_req: bool,
 ) -> Next
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: ClientIo,
 {
     let out = &mut c.out;
     out.clear();
@@ -731,10 +803,10 @@ where
     if !head_req {
         out.extend_from_slice(resp.body());
     }
-    let written = bounded(&mut c.timer, HEAD_TIMEOUT, c.io.write_all(out))
+    let written = write_bounded(&mut c.io, out, &mut c.deadline, HEAD_TIMEOUT)
         .await
         .is_ok()
-        && bounded(&mut c.timer, HEAD_TIMEOUT, c.io.flush())
+        && bounded(&mut c.deadline, HEAD_TIMEOUT, c.io.flush())
             .await
             .is_ok();
     if written && keep {
@@ -774,7 +846,9 @@ fn request_head(
     let rules = &route.request_headers;
     let listed = Listed::new(src, fields, up.req.lists_others);
     let (mut forwarded_for, mut traceparent) = (None, false);
-    for &(ns, ne, vs, ve) in fields {
+    let mut lines = Lines::new(src);
+    for &field in fields {
+        let (ns, ne, vs, ve) = field;
         let (name, value) = (slice(ns, ne), slice(vs, ve));
         let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
         if wire::is_hop_by_hop(name) || listed.has(name) || rules.touches(name) {
@@ -788,35 +862,79 @@ fn request_head(
             continue;
         }
         traceparent |= is(b"traceparent");
-        wire::field(out, name, value);
+        lines.keep(out, field);
     }
-    let mut own = |name: &[u8], value: &[&[u8]]| {
-        if !rules.touches(name) {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            value.iter().for_each(|v| out.extend_from_slice(v));
-            out.extend_from_slice(b"\r\n");
+    lines.flush(out);
+    // The edge's own fields, each unless a rule of the route sets or removes it.
+    if !rules.touches(b"x-forwarded-for") {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        // The client's list, when it is plain text, with the client's address appended.
+        let plain = |v: &&[u8]| v.iter().all(|b| *b == b' ' || b.is_ascii_graphic());
+        if let Some(before) = forwarded_for.filter(plain) {
+            out.extend_from_slice(before);
+            out.extend_from_slice(b", ");
         }
-    };
-    let ip = up.client.ip.as_bytes();
-    // The client's list, when it is plain text, with the client's address appended.
-    match forwarded_for.filter(|v| v.iter().all(|b| *b == b' ' || b.is_ascii_graphic())) {
-        Some(before) => own(b"x-forwarded-for", &[before, b", ", ip]),
-        None => own(b"x-forwarded-for", &[ip]),
+        out.extend_from_slice(up.client.ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    own(
-        b"x-forwarded-proto",
-        &[up.client.scheme.as_str().as_bytes()],
-    );
-    own(b"x-forwarded-host", &[up.req.host.as_bytes()]);
-    if !traceparent {
-        own(b"traceparent", &[&new_traceparent_text()]);
+    if !rules.touches(b"x-forwarded-proto") {
+        out.extend_from_slice(match up.client.scheme {
+            Scheme::Http => &b"x-forwarded-proto: http\r\n"[..],
+            Scheme::Https => b"x-forwarded-proto: https\r\n",
+        });
     }
-    own(b"x-request-id", &[up.request_id.as_bytes()]);
+    if !rules.touches(b"x-forwarded-host") {
+        wire::field(out, b"x-forwarded-host", up.req.host.as_bytes());
+    }
+    if !traceparent && !rules.touches(b"traceparent") {
+        wire::field(out, b"traceparent", &new_traceparent_text());
+    }
+    if !rules.touches(b"x-request-id") {
+        wire::field(out, b"x-request-id", up.request_id.as_bytes());
+    }
     for (name, value) in &rules.set {
         wire::field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The header lines of a head that are passed on, written to `out` in their order: a run
+/// of lines that are already as `wire::field` writes them (`name: value` and CR LF, one
+/// after the other in the source) is copied at once, any other line field by field. The
+/// bytes written are the same either way; most heads are one or two runs.
+struct Lines<'a> {
+    src: &'a [u8],
+    /// The run not written yet, as a range of `src` (empty: none).
+    run: (usize, usize),
+}
+
+impl<'a> Lines<'a> {
+    fn new(src: &'a [u8]) -> Lines<'a> {
+        Lines { src, run: (0, 0) }
+    }
+
+    /// Passes on the line of `field`.
+    #[inline(always)]
+    fn keep(&mut self, out: &mut Vec<u8>, (ns, ne, vs, ve): Field) {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        let end = ve + 2;
+        if self.src.get(ne..vs) == Some(b": ") && self.src.get(ve..end) == Some(b"\r\n") {
+            if self.run.0 == self.run.1 || self.run.1 != ns {
+                self.flush(out);
+                self.run.0 = ns;
+            }
+            self.run.1 = end;
+        } else {
+            self.flush(out);
+            wire::field(out, &self.src[ns..ne], &self.src[vs..ve]);
+        }
+    }
+
+    /// Writes the run not written yet.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.src[self.run.0..self.run.1]);
+        self.run = (0, 0);
+    }
 }
 
 /// The names a head's `connection` fields list besides hop-by-hop ones (rare): such
@@ -844,36 +962,44 @@ impl<'a> Listed<'a> {
             .map(move |&(_, _, vs, ve)| &src[vs as usize..ve as usize])
     }
 
+    /// Whether the `connection` fields list `name`; at once when they list nothing else
+    /// (a check made for every field).
+    #[inline]
     fn has(&self, name: &[u8]) -> bool {
-        self.any && self.values().any(|v| wire::lists(v, name))
+        self.any && self.lists(name)
+    }
+
+    fn lists(&self, name: &[u8]) -> bool {
+        self.values().any(|v| wire::lists(v, name))
     }
 }
 
-/// One attempt on an endpoint: a pooled connection (or a new one), the request sent, the
-/// answer head read, within the route's timeout. A pooled connection the upstream had
-/// closed is replaced by the next one when the request has no body.
+/// One attempt on an endpoint started at `now`: a pooled connection (or a new one), the
+/// request sent, the answer head read, within the route's timeout. A pooled connection the
+/// upstream had closed is replaced by the next one when the request has no body.
 async fn attempt<I>(
     c: &mut Conn<I>,
     clients: &Clients,
     addr: std::net::SocketAddr,
+    now: Instant,
     timeout: Duration,
     sent: &Sent<'_>,
 ) -> Result<(Raw, UpHead), Failure>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: ClientIo,
 {
     let Conn {
         io,
         buf,
         up_head,
         fields,
-        timer,
+        deadline,
         ..
     } = c;
-    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+    deadline.set(now + timeout);
     let exchange = async {
         loop {
-            let mut up = match clients.checkout_raw(addr) {
+            let mut up = match clients.checkout_raw(addr, now) {
                 Some(up) => up,
                 None => clients.connect_raw(addr).await.map_err(Failure::Connect)?,
             };
@@ -887,7 +1013,7 @@ where
     tokio::select! {
         biased;
         r = exchange => r,
-        _ = timer.as_mut() => Err(Failure::TimedOut),
+        () = deadline.expired() => Err(Failure::TimedOut),
     }
 }
 
@@ -911,8 +1037,15 @@ where
     I: AsyncRead + Unpin,
 {
     let reused = up.reused;
+    // The head is written at once in the usual case (the socket of an idle connection has
+    // room): tried before anything waits for the socket to be writable.
+    let written = match up.tcp.try_write(up_head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Err(Failure::Broken { stale: reused }),
+    };
     let (mut r, mut w) = up.tcp.split();
-    if w.write_all(up_head).await.is_err() {
+    if written < up_head.len() && w.write_all(&up_head[written..]).await.is_err() {
         return Err(Failure::Broken { stale: reused });
     }
     if sent.length == 0 {
@@ -991,7 +1124,7 @@ where
                 continue;
             }
         }
-        buf.reserve(RAW_BUF);
+        buf.reserve(READ_ROOM);
         match r.read_buf(buf).await {
             Ok(n) if n > 0 => {}
             _ => {
@@ -1089,23 +1222,36 @@ fn answer_head(
 ) {
     let slice = |(s, e): (u32, u32)| &src[s as usize..e as usize];
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    wire::decimal(out, u64::from(head.status));
-    out.push(b' ');
-    let reason = slice(head.reason);
-    if reason.is_empty() {
-        let canonical = StatusCode::from_u16(head.status)
-            .ok()
-            .and_then(|s| s.canonical_reason());
-        out.extend_from_slice(canonical.unwrap_or("").as_bytes());
+    let (rs, re) = (head.reason.0 as usize, head.reason.1 as usize);
+    if head.status >= 100
+        && rs == 13
+        && re > rs
+        && src.starts_with(b"HTTP/1.1 ")
+        && src.get(re..re + 2) == Some(b"\r\n")
+    {
+        // The upstream's status line is already the one written below (HTTP/1.1, the three
+        // digits of the status, a space, a reason): copied as it is.
+        out.extend_from_slice(&src[..re + 2]);
     } else {
-        out.extend_from_slice(reason);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        wire::decimal(out, u64::from(head.status));
+        out.push(b' ');
+        let reason = slice(head.reason);
+        if reason.is_empty() {
+            let canonical = StatusCode::from_u16(head.status)
+                .ok()
+                .and_then(|s| s.canonical_reason());
+            out.extend_from_slice(canonical.unwrap_or("").as_bytes());
+        } else {
+            out.extend_from_slice(reason);
+        }
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
     let listed = Listed::new(src, fields, head.lists_others);
     let rules = &route.response_headers;
-    for &(ns, ne, vs, ve) in fields {
-        let name = slice((ns, ne));
+    let mut lines = Lines::new(src);
+    for &field in fields {
+        let name = slice((field.0, field.1));
         if wire::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"x-request-id")
             || rules.touches(name)
@@ -1113,8 +1259,9 @@ fn answer_head(
         {
             continue;
         }
-        wire::field(out, name, slice((vs, ve)));
+        lines.keep(out, field);
     }
+    lines.flush(out);
     for (name, value) in &rules.set {
         wire::field(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -1129,29 +1276,48 @@ fn answer_head(
 }
 
 /// One read from the upstream or one write to the client while an answer is copied: done
-/// at once (the common case, no timer set), or within `limit`, so that a body that stalls
+/// at once (the common case, no deadline set), or within `limit`, so that a body that stalls
 /// either way (an upstream that stops sending, a client that stops reading) ends the
 /// exchange instead of holding its connections forever.
 async fn bounded<T>(
-    timer: &mut Pin<Box<Sleep>>,
+    deadline: &mut Deadline,
     limit: Duration,
     step: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
     tokio::pin!(step);
-    tokio::select! {
-        biased;
-        r = &mut step => return r,
-        () = std::future::ready(()) => {}
+    // Polled once by itself first: no `select!` for the usual step done at once.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(step.as_mut().poll(cx)));
+    if let std::task::Poll::Ready(r) = first.await {
+        return r;
     }
-    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    deadline.set(Instant::now() + limit);
     tokio::select! {
         biased;
         r = &mut step => r,
-        () = timer.as_mut() => Err(std::io::Error::new(
+        () = deadline.expired() => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "the answer's body stalled",
         )),
     }
+}
+
+/// Writes `buf` to the client: what the socket takes at once, the rest within `limit`
+/// (`bounded`).
+async fn write_bounded<I: ClientIo>(
+    io: &mut I,
+    buf: &[u8],
+    deadline: &mut Deadline,
+    limit: Duration,
+) -> std::io::Result<()> {
+    let done = match io.try_write_now(buf) {
+        Some(Ok(n)) => n,
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e),
+        Some(Err(_)) | None => 0,
+    };
+    if done < buf.len() {
+        bounded(deadline, limit, io.write_all(&buf[done..])).await?;
+    }
+    Ok(())
 }
 
 /// Writes `out` (the answer head) and the answer's body, read from `up` as its framing
@@ -1162,32 +1328,32 @@ async fn copy_body<I>(
     out: &mut Vec<u8>,
     up: &mut Raw,
     framing: Framing,
-    timer: &mut Pin<Box<Sleep>>,
+    deadline: &mut Deadline,
     limit: Duration,
 ) -> std::io::Result<bool>
 where
-    I: AsyncWrite + Unpin,
+    I: ClientIo,
 {
     let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "answer cut short");
     match framing {
         Framing::Empty => {
-            bounded(timer, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             Ok(up.buf.is_empty())
         }
         Framing::Length(n) => {
             let take = (up.buf.len() as u64).min(n) as usize;
             out.extend_from_slice(&up.buf[..take]);
             up.buf.advance(take);
-            bounded(timer, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             let mut left = n - take as u64;
             while left > 0 {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
+                if bounded(deadline, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Err(truncated());
                 }
                 let take = (up.buf.len() as u64).min(left) as usize;
-                bounded(timer, limit, io.write_all(&up.buf[..take])).await?;
+                write_bounded(io, &up.buf[..take], deadline, limit).await?;
                 up.buf.advance(take);
                 left -= take as u64;
             }
@@ -1199,15 +1365,15 @@ where
             let n = end.feed(&up.buf).map_err(bad)?;
             out.extend_from_slice(&up.buf[..n]);
             up.buf.advance(n);
-            bounded(timer, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             while !end.is_done() {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
+                if bounded(deadline, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Err(truncated());
                 }
                 let n = end.feed(&up.buf).map_err(bad)?;
-                bounded(timer, limit, io.write_all(&up.buf[..n])).await?;
+                write_bounded(io, &up.buf[..n], deadline, limit).await?;
                 up.buf.advance(n);
             }
             Ok(up.buf.is_empty())
@@ -1215,15 +1381,131 @@ where
         Framing::Close => {
             out.extend_from_slice(&up.buf);
             up.buf.clear();
-            bounded(timer, limit, io.write_all(out)).await?;
+            write_bounded(io, out, deadline, limit).await?;
             loop {
                 up.buf.clear();
                 up.buf.reserve(COPY_BUF);
-                if bounded(timer, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
+                if bounded(deadline, limit, up.tcp.read_buf(&mut up.buf)).await? == 0 {
                     return Ok(false);
                 }
-                bounded(timer, limit, io.write_all(&up.buf)).await?;
+                write_bounded(io, &up.buf, deadline, limit).await?;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How long until `d` expires, from now.
+    async fn expires_after(d: &mut Deadline) -> Duration {
+        let start = Instant::now();
+        d.expired().await;
+        start.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_deadline_ends_a_wait_when_it_is_due_whether_it_moved_later_or_earlier() {
+        let mut d = Deadline::new(Duration::from_millis(100));
+        // Later than the timer: the timer fires first, and the wait goes on to the deadline.
+        d.set(Instant::now() + Duration::from_millis(400));
+        let waited = expires_after(&mut d).await;
+        assert!(
+            waited >= Duration::from_millis(390) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        // Earlier than the timer: the timer moves.
+        d.set(Instant::now() + Duration::from_secs(30));
+        d.set(Instant::now() + Duration::from_millis(50));
+        let waited = expires_after(&mut d).await;
+        assert!(
+            waited >= Duration::from_millis(40) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        // A deadline already past ends the wait at once.
+        d.set(Instant::now());
+        assert!(expires_after(&mut d).await < Duration::from_secs(1));
+    }
+
+    /// The fields of an answer head (`parse_response`).
+    fn answer_fields(src: &[u8]) -> (UpHead, Vec<Field>) {
+        let mut fields = Vec::new();
+        match parse_response(src, &mut fields, false) {
+            Ok(Some(head)) => (head, fields),
+            _ => panic!("not an answer head: {}", String::from_utf8_lossy(src)),
+        }
+    }
+
+    const HEADS: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nC: 3\r\nD:  4\r\nE: 5\r\nF: \r\nG: 7\r\n\r\n",
+        b"HTTP/1.1 200 OK\nA: 1\nB: 2\r\nC: 3\r\n\n",
+        b"HTTP/1.1 200 OK\r\nA: 1 \r\nB: 2\t\r\nC: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nA: x\x80y\r\nB: 2\r\n\r\n",
+    ];
+
+    #[test]
+    fn lines_copied_in_runs_are_the_lines_written_field_by_field() {
+        for src in HEADS {
+            let (_, fields) = answer_fields(src);
+            // Each field left out in turn (a field dropped splits a run), and none.
+            for skip in 0..=fields.len() {
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                let mut lines = Lines::new(src);
+                for (_, &f) in fields.iter().enumerate().filter(|(i, _)| *i != skip) {
+                    let (ns, ne, vs, ve) = (f.0 as usize, f.1 as usize, f.2 as usize, f.3 as usize);
+                    wire::field(&mut want, &src[ns..ne], &src[vs..ve]);
+                    lines.keep(&mut got, f);
+                }
+                lines.flush(&mut got);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{}",
+                    String::from_utf8_lossy(src)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn answer_heads_have_an_http_1_1_status_line_and_lose_hop_by_hop_fields() {
+        let route = crate::snapshot::Route {
+            id: "t/prod/r".into(),
+            host: "*".into(),
+            path: crate::snapshot::PathMatch::Prefix("/".into()),
+            strip_prefix: false,
+            upstream: crate::snapshot::Upstream::new("u", vec![], Default::default()),
+            timeout: Duration::from_secs(1),
+            max_body: 0,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            allow_http: true,
+            h2c: false,
+            stats: Default::default(),
+        };
+        for (src, want) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive\r\nX-Request-Id: a\r\nContent-Length: 0\r\n\r\n"[..],
+                "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 0\r\nx-request-id: id\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.0 404 Not Found\r\nA: 1\r\n\r\n",
+                "HTTP/1.1 404 Not Found\r\nA: 1\r\nx-request-id: id\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.1 204 \r\nA:1\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nA: 1\r\nx-request-id: id\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.1 299 Fine\nA: 1\n\n",
+                "HTTP/1.1 299 Fine\r\nA: 1\r\nx-request-id: id\r\n\r\n",
+            ),
+        ] {
+            let (head, fields) = answer_fields(src);
+            let mut out = Vec::new();
+            answer_head(&mut out, src, &head, &fields, &route, "id", true);
+            assert_eq!(String::from_utf8_lossy(&out), want);
         }
     }
 }

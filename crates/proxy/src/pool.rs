@@ -39,6 +39,10 @@ const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial read buffer of a connection of the edge's own HTTP/1.1 path.
 pub(crate) const RAW_BUF: usize = 8 * 1024;
+/// Room a read of a head into such a buffer asks for. Less than `RAW_BUF`: a buffer
+/// emptied by each request serves many more before its start has to be moved back (each
+/// request's bytes are consumed from the front, which shrinks the room behind them).
+pub(crate) const READ_ROOM: usize = 4 * 1024;
 
 /// Why a request got no answer from an endpoint.
 #[derive(Debug)]
@@ -99,7 +103,8 @@ impl Hasher for AddrHasher {
 #[derive(Default)]
 struct Slot {
     idle: Vec<(H1, Instant)>,
-    /// Idle connections of the edge's own HTTP/1.1 path (`h1`).
+    /// Idle connections of the edge's own HTTP/1.1 path (`h1`), each with the instant it
+    /// expires (kept rather than when it went idle: no subtraction per request).
     raw: Vec<(Raw, Instant)>,
     h2: Option<H2>,
 }
@@ -253,13 +258,13 @@ impl Pool {
 
     /// The most recently used idle connection of the edge's own HTTP/1.1 path to `addr`
     /// that is still open: one the upstream closed (or sent bytes on, unasked) is dropped.
-    /// The check costs no system call while the socket has not turned readable.
-    pub(crate) fn checkout_raw(&self, addr: SocketAddr) -> Option<Raw> {
+    /// The check costs no system call while the socket has not turned readable. `now`: the
+    /// caller's clock reading, taken just before.
+    pub(crate) fn checkout_raw(&self, addr: SocketAddr, now: Instant) -> Option<Raw> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let slot = slots.get_mut(&addr)?;
-        let now = Instant::now();
-        while let Some((mut conn, since)) = slot.raw.pop() {
-            if now.duration_since(since) >= IDLE_TIMEOUT {
+        while let Some((mut conn, expires)) = slot.raw.pop() {
+            if now >= expires {
                 continue;
             }
             match conn.tcp.try_read(&mut [0u8; 1]) {
@@ -274,17 +279,21 @@ impl Pool {
     }
 
     /// Gives back a connection of the edge's own HTTP/1.1 path whose exchange ended
-    /// cleanly (the whole response read, nothing more).
-    pub(crate) fn checkin_raw(&self, addr: SocketAddr, mut conn: Raw) {
+    /// cleanly (the whole response read, nothing more), idle from `now` (read just before).
+    pub(crate) fn checkin_raw(&self, addr: SocketAddr, mut conn: Raw, now: Instant) {
         conn.buf.clear();
         // A buffer grown by a large answer is not kept idle.
         if conn.buf.capacity() > 4 * RAW_BUF {
             conn.buf = bytes::BytesMut::with_capacity(RAW_BUF);
         }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = slots.entry(addr).or_default();
+        // Looked up before it is made: the slot is there but for the first connection.
+        let slot = match slots.get_mut(&addr) {
+            Some(slot) => slot,
+            None => slots.entry(addr).or_default(),
+        };
         if slot.raw.len() < MAX_IDLE {
-            slot.raw.push((conn, Instant::now()));
+            slot.raw.push((conn, now + IDLE_TIMEOUT));
         }
     }
 
@@ -344,8 +353,7 @@ impl Pool {
         slots.retain(|_, slot| {
             slot.idle
                 .retain(|(c, since)| !c.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
-            slot.raw
-                .retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+            slot.raw.retain(|(_, expires)| now < *expires);
             if slot.h2.as_ref().is_some_and(|c| c.is_closed()) {
                 slot.h2 = None;
             }

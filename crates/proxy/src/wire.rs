@@ -46,6 +46,12 @@ impl Default for ContentLength {
 impl ContentLength {
     /// Adds one `content-length` field's value.
     pub(crate) fn read(&mut self, value: &[u8]) {
+        // The usual value, one number, is read without splitting it.
+        if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
+            let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            self.add(n);
+            return;
+        }
         for part in value.split(|b| *b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
@@ -53,11 +59,16 @@ impl ContentLength {
                 return;
             }
             let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            match self.0 {
-                Ok(Some(m)) if m != n => self.0 = Err(()),
-                Ok(_) => self.0 = Ok(Some(n)),
-                Err(()) => return,
-            }
+            self.add(n);
+        }
+    }
+
+    /// Adds one number: the same as those before, or the whole is `Err`.
+    fn add(&mut self, n: u64) {
+        match self.0 {
+            Ok(Some(m)) if m != n => self.0 = Err(()),
+            Ok(_) => self.0 = Ok(Some(n)),
+            Err(()) => {}
         }
     }
 
@@ -88,6 +99,15 @@ pub(crate) struct ConnectionTokens {
 impl ConnectionTokens {
     /// Adds what `value` (one `connection` field) says.
     pub(crate) fn read(&mut self, value: &[u8]) {
+        // The usual values, one token, are read without splitting them.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return;
+        }
         for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
             if t.eq_ignore_ascii_case(b"close") {
                 self.close = true;
@@ -110,21 +130,21 @@ pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
 }
 
 /// Whether `name` is a hop-by-hop field (RFC 9110 section 7.6.1), in any case.
+#[inline]
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 9] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    NAMES
-        .iter()
-        .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+    // By length first: every field of every head is checked, and most names have a length
+    // no hop-by-hop name has.
+    let names: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        19 => &[b"proxy-authorization"],
+        _ => return false,
+    };
+    names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// The framing of a response (RFC 9112 section 6.3) with `status`, to a request that was
@@ -290,7 +310,8 @@ pub(crate) fn status_line(out: &mut Vec<u8>, status: http::StatusCode) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends one header field line.
+/// Appends one header field line. Inlined: a head's writer calls it for nearly every field.
+#[inline]
 pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -394,6 +415,11 @@ mod tests {
         assert_eq!(cl(&[b""]), Err(()));
         assert_eq!(cl(&[b"1e3"]), Err(()));
         assert_eq!(cl(&[b"99999999999999999999999"]), Err(()));
+        assert_eq!(cl(&[b"9999999999999999999"]), Ok(Some(9999999999999999999)));
+        assert_eq!(cl(&[b"42", b"42, 42"]), Ok(Some(42)));
+        assert_eq!(cl(&[b"42, 43", b"42"]), Err(()));
+        assert_eq!(cl(&[b"42", b" 42 "]), Ok(Some(42)));
+        assert_eq!(cl(&[b"x", b"42"]), Err(()));
     }
 
     #[test]
@@ -473,6 +499,35 @@ mod tests {
         let t = read(b" close ,Upgrade, x-secret,,te");
         assert!(t.close && t.upgrade && t.others && !t.keep_alive);
         assert!(!read(b"te, trailer").others);
+        assert!(read(b"CLOSE").close);
+        assert!(read(b"keep-alive, close").close);
+    }
+
+    #[test]
+    fn hop_by_hop_names_in_any_case() {
+        for name in [
+            &b"connection"[..],
+            b"Keep-Alive",
+            b"proxy-connection",
+            b"Proxy-Authenticate",
+            b"proxy-authorization",
+            b"TE",
+            b"trailer",
+            b"Transfer-Encoding",
+            b"upgrade",
+        ] {
+            assert!(is_hop_by_hop(name), "{}", String::from_utf8_lossy(name));
+        }
+        for name in [
+            &b"host"[..],
+            b"tf",
+            b"trailers",
+            b"upgrade-x",
+            b"content-length",
+            b"",
+        ] {
+            assert!(!is_hop_by_hop(name), "{}", String::from_utf8_lossy(name));
+        }
     }
 
     #[test]

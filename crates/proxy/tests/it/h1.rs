@@ -1,7 +1,7 @@
 //! The edge's own HTTP/1.1 path on the wire: answers framed every way (length, chunked,
 //! until close, none), keep-alive on both sides, pipelining, early answers, pooled
-//! connections the upstream closed, bad requests and bad answers, and the requests it
-//! hands over to hyper (HTTP/1.0, chunked bodies, `expect`).
+//! connections the upstream closed, a large answer to a slow reader, bad requests and bad
+//! answers, and the requests it hands over to hyper (HTTP/1.0, chunked bodies, `expect`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -611,4 +611,36 @@ async fn an_answer_that_stalls_mid_body_ends_within_the_route_timeout() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_large_answer_to_a_slow_reader_arrives_whole_and_the_connection_serves_again() {
+    // 8 MB: more than the sockets hold while the client does not read, so writes to the
+    // client stop part-way and wait for room.
+    let (up, _) = scripted(|head| {
+        let n: usize = if head.starts_with("GET /big ") {
+            8 << 20
+        } else {
+            2
+        };
+        let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+        answer.extend((0..n).map(|i| (i % 251) as u8));
+        Script {
+            answer,
+            close: false,
+            early: false,
+        }
+    })
+    .await;
+    let edge = Edge::start(vec![one_route(up)]).await;
+    let mut c = Client::connect(edge.addr).await;
+    c.send(&get("/big")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (head, body) = c.answer(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body.len(), 8 << 20);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    c.send(&get("/small")).await;
+    let (_, body) = c.answer(false).await;
+    assert_eq!(body, [0, 1]);
 }
