@@ -9,7 +9,8 @@ mod logfmt;
 
 /// mimalloc rather than glibc's allocator: a request allocates and frees many small
 /// buffers across two worker threads, where glibc's arenas spent about a tenth of the
-/// server's CPU time (malloc, free and their consolidation) in profiles of the API.
+/// server's CPU time (malloc, free and their consolidation) in profiles of the API. The
+/// price is memory committed ahead: idle RSS 35 MB instead of 24 MB (the bar is 50 MB).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
