@@ -18,6 +18,8 @@
 #                      which is deleted at the end); default: SQLite in the data directory
 #   BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WORKLOADS (default "read encrypt create update")
 #   BENCH_KEEP=1       keep the data directory and the server log (path on stderr)
+#   BENCH_READY_TRIES  how many 10 ms waits for the server to answer (default 1000; raise it
+#                      for a server under valgrind or perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
