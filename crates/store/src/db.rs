@@ -158,21 +158,19 @@ pub(crate) struct Prefixed<'a, R> {
 
 impl<R: Cols> Prefixed<'_, R> {
     fn with<T>(&self, col: &str, f: impl FnOnce(&str) -> T) -> T {
+        if self.prefix.is_empty() {
+            return f(col);
+        }
         let (p, n) = (self.prefix.len(), self.prefix.len() + col.len());
         let mut buf = [0u8; 64];
-        if p == 0 || n > buf.len() {
-            return if p == 0 {
-                f(col)
-            } else {
-                f(&format!("{}{col}", self.prefix))
-            };
+        if let Some(name) = buf.get_mut(..n) {
+            name[..p].copy_from_slice(self.prefix.as_bytes());
+            name[p..].copy_from_slice(col.as_bytes());
+            if let Ok(name) = std::str::from_utf8(name) {
+                return f(name);
+            }
         }
-        buf[..p].copy_from_slice(self.prefix.as_bytes());
-        buf[p..n].copy_from_slice(col.as_bytes());
-        match std::str::from_utf8(&buf[..n]) {
-            Ok(name) => f(name),
-            Err(_) => f(&format!("{}{col}", self.prefix)),
-        }
+        f(&format!("{}{col}", self.prefix))
     }
 }
 

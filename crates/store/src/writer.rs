@@ -11,8 +11,9 @@
 //! On SQLite the writer is a thread that owns its connection (`lite`): a batch runs there
 //! from its BEGIN to its COMMIT with no hand-off between threads. Its COMMIT writes the
 //! log without waiting for the disk; a second thread (`Syncer`) syncs the log and only
-//! then answers the batch, so the next batch runs while the disk works. On PostgreSQL it is a task
-//! on a pooled connection. The batch itself is the same code for both (`run_batch`).
+//! then answers the batch, so the next batch runs while the disk works. On PostgreSQL it
+//! is a task on a pooled connection. The batch itself is the same code for both
+//! (`run_batch`).
 //!
 //! This module must never answer a caller before the commit that holds its write is
 //! durable, never let one change's failure undo or leak into another's, and never commit a
@@ -106,12 +107,13 @@ impl Writer {
                         while let Some(first) = rx.blocking_recv() {
                             let batch = fill(first, &mut rx);
                             let guard = lock.blocking_lock();
-                            let (answers, result) = write_lite(&mut conn, clock.as_ref(), batch);
+                            let ended = write_lite(&mut conn, clock.as_ref(), batch);
                             drop(guard);
-                            match (&syncer, result) {
+                            match (&syncer, ended) {
+                                (_, None) => {}
                                 // Committed: answered once the log is synced.
-                                (Some(s), Ok(())) => s.after_sync(answers),
-                                (_, result) => answer(answers, result),
+                                (Some(s), Some((answers, Ok(())))) => s.after_sync(answers),
+                                (_, Some((answers, result))) => answer(answers, result),
                             }
                         }
                     })
@@ -198,19 +200,20 @@ fn refuse_all(batch: Vec<Pending>, e: StoreError) {
 }
 
 /// A batch on SQLite, on the writer's thread: every statement in place. Returns the
-/// batch's answers and how its transaction ended; `Ok` means committed (on a connection
-/// that does not sync its commits, not yet durable: see `Syncer`).
+/// batch's answers and how its transaction ended, `Ok` meaning committed (on a connection
+/// that does not sync its commits, not yet durable: see `Syncer`), or `None` when the
+/// batch ended before its statements and its callers are answered already.
 fn write_lite(
     conn: &mut rusqlite::Connection,
     clock: &dyn model::clock::Clock,
     batch: Vec<Pending>,
-) -> (Answers, Result<()>) {
+) -> Option<(Answers, Result<()>)> {
     let mut c = Conn::Lite(conn);
     // IMMEDIATE: the write lock is taken at BEGIN, so no statement of the batch can meet a
     // busy database halfway (another process holding it waits for the busy timeout).
     if let Err(e) = run_now(c.batch("BEGIN IMMEDIATE")) {
         refuse_all(batch, e);
-        return (Vec::new(), Ok(()));
+        return None;
     }
     let ran = run_now(async { Ok(run_batch(&mut c, Engine::Sqlite, clock, batch).await) });
     let (answers, keep) = match ran {
@@ -220,7 +223,7 @@ fn write_lite(
             // callers see the writer's channel closed.
             tracing::error!(error = %e, "write batch failed");
             let _ = run_now(c.batch("ROLLBACK"));
-            return (Vec::new(), Ok(()));
+            return None;
         }
     };
     let result = match keep {
@@ -234,7 +237,7 @@ fn write_lite(
     if result.is_err() && !conn_autocommit(&c) {
         let _ = run_now(c.batch("ROLLBACK"));
     }
-    (answers, result)
+    Some((answers, result))
 }
 
 /// Answers committed batches once the write-ahead log holding them is synced, on a thread
