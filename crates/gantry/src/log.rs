@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// How long the writer lets lines gather after the first one before writing them.
 const GATHER: Duration = Duration::from_millis(2);
+/// The buffers' usual capacity (about a gathering's worth of lines under load).
+const CAPACITY: usize = 64 << 10;
 /// Bytes queued past which loggers wait for the writer.
 const HIGH_WATER: usize = 4 << 20;
 
@@ -63,7 +65,7 @@ impl Sink {
     pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(Sink, Writer)> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                buf: Vec::with_capacity(64 << 10),
+                buf: Vec::with_capacity(CAPACITY),
                 sleeping: false,
                 closed: false,
             }),
@@ -85,7 +87,7 @@ impl Sink {
 }
 
 fn write_loop(shared: &Shared, mut out: impl Write) {
-    let mut taken = Vec::with_capacity(64 << 10);
+    let mut taken = Vec::with_capacity(CAPACITY);
     loop {
         let closed = {
             let mut st = shared.lock();
@@ -111,7 +113,7 @@ fn write_loop(shared: &Shared, mut out: impl Write) {
         let _ = out.write_all(&taken).and_then(|()| out.flush());
         taken.clear();
         if taken.capacity() > HIGH_WATER {
-            taken.shrink_to(64 << 10);
+            taken.shrink_to(CAPACITY);
         }
     }
 }
