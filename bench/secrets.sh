@@ -118,7 +118,7 @@ for mode in $WORKLOADS; do
   for c in $CONNECTIONS; do
     echo "== $mode, $c connections, ${DURATION}s" >&2
     out=$(BENCH_MODE=$mode BENCH_TOKEN=$TOKEN BENCH_RUN="c$c" \
-      timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 5s \
+      timeout $((DURATION + 30)) wrk -t"$((c < THREADS ? c : THREADS))" -c"$c" -d"${DURATION}s" --timeout 5s \
       --latency -s "$ROOT/bench/secrets.lua" "$ENV_URL/")
     echo "$out" >&2
     read -r _ n dur p50 p99 max status_err sock_err <<<"$(grep '^BENCH_RESULT' <<<"$out")"

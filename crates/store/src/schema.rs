@@ -3,7 +3,9 @@
 //!
 //! The DDL is written once for both engines: only TEXT and BIGINT columns, explicit keys
 //! (no engine-specific auto-increment), times as fixed-width RFC 3339 UTC text (which
-//! sorts like the time it names). Never edit a released migration; add a new one.
+//! sorts like the time it names). A migration may add statements for one engine
+//! (`SQLITE_ONLY`) where the same schema is stored better another way; what the store's
+//! queries see stays the same. Never edit a released migration; add a new one.
 
 use sqlx::{AnyConnection, Connection, Row};
 
@@ -292,7 +294,44 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX audit_events_resource ON audit_events(resource, seq)",
         ],
     ),
+    // On SQLite, the audit trail's sequence number becomes the table's row id (see
+    // `SQLITE_ONLY`); nothing changes on PostgreSQL.
+    (9, &[]),
 ];
+
+/// Statements a migration runs on SQLite only, after its statements of both engines.
+///
+/// 9: SQLite keys a table by a hidden row id unless its key is declared exactly `INTEGER
+/// PRIMARY KEY`; `seq BIGINT PRIMARY KEY` made it keep a second B-tree of sequence numbers
+/// beside the table, one more page written (and synced, and copied back from the log) with
+/// every audit event. Rebuilt with `seq` as the row id (a 64-bit integer on SQLite, as
+/// BIGINT is), rows and indexes unchanged.
+const SQLITE_ONLY: &[(i64, &[&str])] = &[(
+    9,
+    &[
+        "CREATE TABLE audit_events_v9 (
+            seq INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            action TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL)",
+        "INSERT INTO audit_events_v9 (seq, time, principal, action, resource, scope, outcome, \
+         request_id, source, detail, prev_hash, hash) \
+         SELECT seq, time, principal, action, resource, scope, outcome, request_id, source, \
+         detail, prev_hash, hash FROM audit_events ORDER BY seq",
+        "DROP TABLE audit_events",
+        "ALTER TABLE audit_events_v9 RENAME TO audit_events",
+        "CREATE INDEX audit_time ON audit_events(time)",
+        "CREATE INDEX audit_events_resource ON audit_events(resource, seq)",
+    ],
+)];
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across control planes.
 const MIGRATION_LOCK: i64 = 0x6761_6e74_7279;
@@ -333,8 +372,15 @@ async fn run_migrations(store: &Store, conn: &mut AnyConnection) -> Result<()> {
         )));
     }
     for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+        let engine_only: &[&str] = match store.engine {
+            Engine::Sqlite => SQLITE_ONLY
+                .iter()
+                .find(|m| m.0 == *version)
+                .map_or(&[], |m| m.1),
+            Engine::Postgres => &[],
+        };
         let mut tx = conn.begin().await?;
-        for stmt in *statements {
+        for stmt in statements.iter().chain(engine_only) {
             let stmt = stmt.replace("$GENESIS", GENESIS_HASH);
             sqlx::query(&stmt).execute(&mut *tx).await?;
         }

@@ -100,7 +100,10 @@ impl Writer {
         match lite {
             Some(lite) => {
                 let (mut conn, wal) = lite.connect_writer()?;
-                let syncer = wal.map(Syncer::spawn).transpose()?;
+                let (syncer, mut checkpointer) = match wal {
+                    Some((wal, checkpointer)) => (Some(Syncer::spawn(wal)?), Some(checkpointer)),
+                    None => (None, None),
+                };
                 std::thread::Builder::new()
                     .name("store-writer".into())
                     .spawn(move || {
@@ -114,6 +117,9 @@ impl Writer {
                                 // Committed: answered once the log is synced.
                                 (Some(s), Some((answers, Ok(())))) => s.after_sync(answers),
                                 (_, Some((answers, result))) => answer(answers, result),
+                            }
+                            if let Some(c) = &mut checkpointer {
+                                c.committed(&conn);
                             }
                         }
                     })

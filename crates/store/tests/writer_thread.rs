@@ -1,5 +1,5 @@
-//! The SQLite store's writer thread and its log-sync thread live as long as their store:
-//! dropping the store ends them.
+//! The SQLite store's writer thread and its log-sync and checkpoint threads live as long as
+//! their store: dropping the store ends them.
 //! (A test binary of its own: it counts this process's threads by name.)
 
 use model::Scope;
@@ -10,11 +10,11 @@ fn writer_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| matches!(name.trim(), "store-writer" | "store-sync"))
+        .filter(|name| matches!(name.trim(), "store-writer" | "store-sync" | "store-ckpt"))
         .count()
 }
 
-/// The count of writer and sync threads once it is `want`, or after 2 s.
+/// The count of writer, sync and checkpoint threads once it is `want`, or after 2 s.
 async fn settles_at(want: usize) -> usize {
     for _ in 0..200 {
         if writer_threads() == want {
@@ -32,7 +32,7 @@ async fn dropping_a_sqlite_store_ends_its_writer_thread() {
     for _ in 0..3 {
         let store = Store::open(&url).await.expect("open");
         // A new thread takes its name once it runs.
-        assert_eq!(settles_at(2).await, 2);
+        assert_eq!(settles_at(3).await, 3);
         let ev = NewEvent::success("seal.init", "seal".into(), Scope::Platform);
         store.record(&Actor::system(), ev).await.expect("record");
         drop(store);

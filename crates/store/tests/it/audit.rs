@@ -30,6 +30,7 @@ crate::engine_tests!(
     audit_events_visibility_callback,
     audit_events_pages_past_the_page_size,
     concurrent_tenant_creation_keeps_the_chain,
+    audit_rows_upgraded_to_the_row_id_keep_the_chain,
 );
 
 /// All events, oldest first.
@@ -1355,4 +1356,65 @@ async fn concurrent_records_are_group_committed_in_order(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(reads.len(), 200);
+}
+
+/// The audit table as the store leaves it on SQLite, and migration 9 run on a trail stored
+/// the earlier way (its sequence number in a B-tree of its own beside the table).
+async fn audit_rows_upgraded_to_the_row_id_keep_the_chain(ctx: Ctx) {
+    chain_of(&ctx, 5).await;
+    if ctx.db.engine != store::Engine::Sqlite {
+        return;
+    }
+    let table_sql = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'";
+    let autoindexes = "SELECT COUNT(*) AS n FROM sqlite_master \
+                       WHERE name LIKE 'sqlite_autoindex_audit_events%'";
+    let ddl = format!("{:?}", ctx.db.text_rows(table_sql).await);
+    assert!(ddl.contains("seq INTEGER PRIMARY KEY"), "{ddl}");
+    assert_eq!(ctx.db.int(autoindexes).await, 0);
+    let before = all_events(&ctx.store).await;
+    ctx.store.close().await;
+
+    // The trail as migration 8 left it (one connection: another would prepare against
+    // the schema it last read).
+    let mut tx = ctx.db.begin().await;
+    for sql in [
+        "CREATE TABLE audit_events_v8 (seq BIGINT PRIMARY KEY, time TEXT NOT NULL, \
+         principal TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, \
+         scope TEXT NOT NULL, outcome TEXT NOT NULL, request_id TEXT NOT NULL, \
+         source TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, \
+         hash TEXT NOT NULL)",
+        "INSERT INTO audit_events_v8 SELECT * FROM audit_events",
+        "DROP TABLE audit_events",
+        "ALTER TABLE audit_events_v8 RENAME TO audit_events",
+        "CREATE INDEX audit_time ON audit_events(time)",
+        "CREATE INDEX audit_events_resource ON audit_events(resource, seq)",
+        "DELETE FROM schema_migrations WHERE version = 9",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+    }
+    tx.commit().await.expect("downgrade");
+    assert_eq!(ctx.db.int(autoindexes).await, 1);
+
+    let again = Store::open_with_clock(&ctx.db.url, ctx.clock.clone())
+        .await
+        .unwrap();
+    let ddl = format!("{:?}", ctx.db.text_rows(table_sql).await);
+    assert!(ddl.contains("seq INTEGER PRIMARY KEY"), "{ddl}");
+    assert_eq!(ctx.db.int(autoindexes).await, 0);
+    assert_eq!(all_events(&again).await, before);
+    assert_intact(&verify(&again).await, 5);
+    // The chain goes on where it stopped, and the indexes answer again.
+    again
+        .create_tenant(&actor("zoe"), &name("t9"))
+        .await
+        .unwrap();
+    assert_intact(&verify(&again).await, 6);
+    let indexes = ctx
+        .db
+        .int(
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' \
+             AND name IN ('audit_time', 'audit_events_resource')",
+        )
+        .await;
+    assert_eq!(indexes, 2);
 }

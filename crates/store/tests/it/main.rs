@@ -22,6 +22,7 @@ mod audit;
 mod certs;
 mod principals;
 mod tenancy;
+mod wal;
 
 /// The time every test's clock starts at (a whole second, so stored times are exact).
 pub const START: OffsetDateTime = time::macros::datetime!(2026-01-01 00:00:00 UTC);
