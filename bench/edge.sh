@@ -31,6 +31,8 @@
 #                      `--access-log`, it runs with `--access-log off` (nginx and HAProxy
 #                      log nothing either); BENCH_GANTRY_ARGS="--access-log on" measures it.
 #   BENCH_KEEP=1       keep the work directory (configs, logs; path on stderr)
+#   BENCH_SYSCALLS=1   count each target's system calls and context switches per request
+#                      during its saturation runs (perf stat; printed on stderr)
 #   BENCH_PERF=1       profile gantry with `perf record -g` during its saturation run (that
 #                      run's numbers are then perturbed); the report goes to stderr and to
 #                      perf.txt in the work directory (kept)
@@ -370,6 +372,14 @@ run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
       perf_pid=$!
     fi
   fi
+  local stat_pid=
+  if [ "${BENCH_SYSCALLS:-}" = 1 ] && [ "$load" = saturation ]; then
+    local pids
+    pids=$(echo "${PROC[$t]}" $(ps -o pid= --ppid "${PROC[$t]}" 2>/dev/null) | tr -s ' ' ',')
+    (sleep 1 && timeout $((DURATION + 10)) perf stat -x, -e raw_syscalls:sys_enter,context-switches \
+      -p "$pids" -o "$WORK/stat-$t" -- sleep $((DURATION - 2)) >/dev/null 2>&1 || true) &
+    stat_pid=$!
+  fi
   c0=$(cpu_ticks "${PROC[$t]}")
   u0=$(cpu_ticks "$UP_PID")
   times >"$WORK/times"
@@ -395,6 +405,14 @@ run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
   fi
   read -r _ n dur p50 p99 max se ke <<<"$(grep '^BENCH_RESULT' <<<"$out")"
   RPS[$load,$t]=$(awk -v n="$n" -v d="$dur" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
+  if [ -n "$stat_pid" ]; then
+    wait "$stat_pid"
+    # Per request, over the DURATION - 2 s the counters ran at the run's rate.
+    awk -F, -v rps="${RPS[$load,$t]}" -v s=$((DURATION - 2)) -v t="$t" '
+      $3 ~ /sys_enter/ { sc = $1 } $3 ~ /context-switches/ { cs = $1 }
+      END { printf "syscalls: %s %.2f syscalls and %.2f context switches per request\n", t, sc / (rps * s), cs / (rps * s) }' \
+      "$WORK/stat-$t" >&2
+  fi
   P50[$load,$t]=$p50
   P99[$load,$t]=$p99
   ERR[$load,$t]=$((se + ke))
