@@ -27,6 +27,7 @@ use model::{Code, ErrorBody};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::accept::{Accept, Balance, WorkerListener};
 use crate::pool::{Checkin, Pool, SendError, UpBody, UpstreamBody};
 use crate::snapshot::{Endpoint, Route, RouteTable, Upstream};
 
@@ -206,7 +207,8 @@ impl Proxy {
 
     /// Serves `listeners` (from `bind_workers`), each on a thread of its own running a
     /// single-threaded runtime with its own upstream connection pools, so that a request is
-    /// accepted, forwarded and answered on one thread, as nginx's workers do. Each worker
+    /// accepted, forwarded and answered on one thread, as nginx's workers do; a new
+    /// connection goes to the worker with the fewest open (`accept::Balance`). Each worker
     /// stops as `serve` does when `shutdown` turns true; `Workers::join` waits for all.
     pub fn spawn_workers(
         self: &Arc<Self>,
@@ -217,14 +219,15 @@ impl Proxy {
     ) -> std::io::Result<Workers> {
         let accepted: Arc<[AtomicU64]> = listeners.iter().map(|_| AtomicU64::new(0)).collect();
         let mut done = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
+        let (balance, inboxes) = Balance::new(listeners.len());
+        for ((i, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
             listener.set_nonblocking(true)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let (proxy, tls, shutdown) = (self.clone(), tls.clone(), shutdown.clone());
-            let accepted = accepted.clone();
+            let (accepted, balance) = (accepted.clone(), balance.clone());
             std::thread::Builder::new()
                 .name(format!("gantry-edge-{i}"))
                 .spawn(move || {
@@ -237,12 +240,15 @@ impl Proxy {
                             }
                         };
                         let clients: Clients = Arc::new(Pool::default());
-                        let counted = CountingListener {
+                        let worker = WorkerListener {
                             inner: listener,
-                            accepted: &accepted[i],
+                            me: i,
+                            balance,
+                            inbox,
+                            served: &accepted[i],
                         };
                         proxy
-                            .serve_with(counted, tls, shutdown, drain, clients)
+                            .serve_with(worker, tls, shutdown, drain, clients)
                             .await;
                     });
                     // Connections still open past the drain bound end with the runtime.
@@ -251,12 +257,16 @@ impl Proxy {
                 })?;
             done.push(rx);
         }
-        Ok(Workers { done, accepted })
+        Ok(Workers {
+            done,
+            accepted,
+            balance,
+        })
     }
 
     async fn serve_with<L: Accept>(
         self: Arc<Self>,
-        listener: L,
+        mut listener: L,
         tls: Option<Arc<TlsConfig>>,
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
@@ -281,7 +291,7 @@ impl Proxy {
         let acceptor = tls;
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
-            let (tcp, peer) = tokio::select! {
+            let (tcp, peer, open) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
@@ -338,6 +348,7 @@ impl Proxy {
                     }
                 }
                 proxy.connections.fetch_sub(1, Ordering::Relaxed);
+                drop(open);
             });
         }
         drop(listener);
@@ -749,10 +760,18 @@ struct Accepted {
 pub struct Workers {
     done: Vec<tokio::sync::oneshot::Receiver<()>>,
     accepted: Arc<[AtomicU64]>,
+    balance: Arc<Balance>,
 }
 
 impl Workers {
-    /// Connections each worker accepted so far.
+    /// Connections open on each worker now (see `accept`: a new connection goes to the
+    /// worker with the fewest).
+    pub fn open(&self) -> Vec<usize> {
+        self.balance.open()
+    }
+
+    /// Connections each worker has served so far: accepted on its own socket, or handed
+    /// to it by another worker.
     pub fn accepted(&self) -> Vec<u64> {
         self.accepted
             .iter()
@@ -800,35 +819,6 @@ pub fn bind_workers(
         }
     }
     Ok(out)
-}
-
-/// A listening socket for the accept loop.
-trait Accept: Send {
-    fn accept(
-        &self,
-    ) -> impl std::future::Future<Output = std::io::Result<(tokio::net::TcpStream, SocketAddr)>> + Send;
-}
-
-impl Accept for TcpListener {
-    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-        TcpListener::accept(self).await
-    }
-}
-
-/// A worker's listener, counting the connections it accepts.
-struct CountingListener<'a> {
-    inner: TcpListener,
-    accepted: &'a AtomicU64,
-}
-
-impl Accept for CountingListener<'_> {
-    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-        let r = self.inner.accept().await;
-        if r.is_ok() {
-            self.accepted.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
 }
 
 /// Counts a request in flight on an endpoint for as long as it lives.

@@ -6,6 +6,7 @@
 //! control plane builds a `RouteTable` and calls `Proxy::update`; requests in flight keep
 //! the snapshot they started with, new requests see the new one, none is dropped.
 
+mod accept;
 mod balance;
 pub mod certs;
 mod forward;

@@ -1,5 +1,6 @@
 //! Worker runtimes: one listening socket per worker (SO_REUSEPORT), each served by a
-//! single-threaded runtime of its own; every worker serves, and shutdown drains them all.
+//! single-threaded runtime of its own; every worker serves, long-lived connections are spread
+//! evenly over them, and shutdown drains them all.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,4 +165,82 @@ async fn shutdown_drains_requests_in_flight_on_every_worker() {
         "drained as requests finished, not at the drain bound"
     );
     assert_eq!(active(&proxy), 0, "no connection left counted");
+}
+
+/// One keep-alive request on `c`; the answer's body.
+async fn ask(c: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    c.write_all(b"GET /x HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a content-length");
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                return body.to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_lived_connections_are_spread_evenly_over_the_workers() {
+    let up = Upstream1::start("a").await;
+    let proxy = proxy_to(up.addr);
+    let listeners = proxy::bind_workers("127.0.0.1:0".parse().unwrap(), WORKERS).unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let workers = proxy
+        .spawn_workers(listeners, None, rx, Duration::from_secs(5))
+        .unwrap();
+    // Keep-alive connections opened one after the other: the kernel picks each one's
+    // socket by its addresses, the workers even them out.
+    let mut conns = Vec::new();
+    for n in 1..=(4 * WORKERS) {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&ask(&mut c).await).unwrap();
+        assert_eq!(body["upstream"], "a");
+        conns.push(c);
+        let open = workers.open();
+        assert_eq!(open.iter().sum::<usize>(), n, "{open:?}");
+        let (min, max) = (open.iter().min().unwrap(), open.iter().max().unwrap());
+        assert!(max - min <= 1, "{n} connections spread as {open:?}");
+    }
+    assert_eq!(workers.open(), vec![4; WORKERS]);
+    let served = workers.accepted();
+    assert_eq!(served, vec![4; WORKERS], "served per worker");
+    // A connection handed over goes on serving on the worker that took it.
+    for c in &mut conns {
+        let body: serde_json::Value = serde_json::from_str(&ask(c).await).unwrap();
+        assert_eq!(body["upstream"], "a");
+    }
+    // Closed connections are no longer counted, wherever they were served.
+    drop(conns);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while workers.open().iter().sum::<usize>() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(workers.open(), vec![0; WORKERS]);
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), workers.join())
+        .await
+        .expect("workers stop after shutdown");
 }
