@@ -10,8 +10,10 @@
 //! other runtime before any byte is read). A connection is moved at most once, at accept
 //! time; nothing here touches requests.
 //!
-//! Must never lose a connection: when the hand-over fails (the other worker is stopping,
-//! its queue is full), the accepting worker serves it.
+//! Must never lose a connection while the workers run: when the hand-over fails (the
+//! other worker is stopping, its queue is full), the accepting worker serves it. At
+//! shutdown, one handed over and not yet taken is closed, like one still in the kernel's
+//! backlog.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
