@@ -4,6 +4,8 @@
 --   BENCH_RUN    a label unique to the run (keeps the secret names of runs apart)
 -- done() prints one line the shell script parses:
 --   BENCH_RESULT requests duration_us p50_us p99_us max_us status_errors socket_errors
+-- and, when BENCH_PERCENTILES lists some (e.g. "90 99.9"), a second one:
+--   BENCH_PERCENTILES p90=US p99.9=US
 local mode = os.getenv("BENCH_MODE") or "read"
 local token = os.getenv("BENCH_TOKEN") or ""
 local run = os.getenv("BENCH_RUN") or "r"
@@ -45,6 +47,14 @@ function request()
 end
 
 function done(summary, latency, requests)
+  local wanted = os.getenv("BENCH_PERCENTILES") or ""
+  if wanted ~= "" then
+    local line = "BENCH_PERCENTILES"
+    for p in wanted:gmatch("%S+") do
+      line = line .. string.format(" p%s=%d", p, latency:percentile(tonumber(p)))
+    end
+    io.write(line .. "\n")
+  end
   local e = summary.errors
   io.write(string.format("BENCH_RESULT %d %d %d %d %d %d %d\n",
     summary.requests, summary.duration,

@@ -20,6 +20,10 @@
 #   BENCH_KEEP=1       keep the data directory and the server log (path on stderr)
 #   BENCH_READY_TRIES  how many 10 ms waits for the server to answer (default 1000; raise it
 #                      for a server under valgrind or perf)
+#   BENCH_SPLIT=1      the server on the last CPU, wrk on the others (taskset): its latency
+#                      without the load generator on its core (with 2 CPUs the server then
+#                      has one, so throughput is lower); default: both share every CPU
+#   BENCH_PERCENTILES  extra latency percentiles to print under the table, e.g. "90 99.9"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -65,7 +69,14 @@ STORE_ARGS=()
 [ -n "${BENCH_STORE:-}" ] && STORE_ARGS=(--store "$BENCH_STORE")
 
 # The edge listens on loopback ephemeral ports (its default public listener is 0.0.0.0:8080).
-"$BIN" up --data "$DATA" --api "127.0.0.1:$PORT" --http 127.0.0.1:0 --internal 127.0.0.1:0 \
+SERVER_CPU=() WRK_CPU=()
+if [ "${BENCH_SPLIT:-}" = 1 ]; then
+  CPUS=$(nproc)
+  [ "$CPUS" -ge 2 ] || { echo "BENCH_SPLIT needs 2 CPUs or more" >&2; exit 1; }
+  SERVER_CPU=(taskset -c $((CPUS - 1)))
+  WRK_CPU=(taskset -c "$([ "$CPUS" -eq 2 ] && echo 0 || echo "0-$((CPUS - 2))")")
+fi
+"${SERVER_CPU[@]}" "$BIN" up --data "$DATA" --api "127.0.0.1:$PORT" --http 127.0.0.1:0 --internal 127.0.0.1:0 \
   "${STORE_ARGS[@]}" >"$WORK/gantry.log" 2>&1 &
 PID=$!
 ready=
@@ -113,17 +124,21 @@ describe() {
   esac
 }
 
-ROWS=()
+ROWS=() MORE=()
 for mode in $WORKLOADS; do
   for c in $CONNECTIONS; do
     echo "== $mode, $c connections, ${DURATION}s" >&2
     out=$(BENCH_MODE=$mode BENCH_TOKEN=$TOKEN BENCH_RUN="c$c" \
-      timeout $((DURATION + 30)) wrk -t"$((c < THREADS ? c : THREADS))" -c"$c" -d"${DURATION}s" --timeout 5s \
+      timeout $((DURATION + 30)) "${WRK_CPU[@]}" wrk -t"$((c < THREADS ? c : THREADS))" -c"$c" -d"${DURATION}s" --timeout 5s \
       --latency -s "$ROOT/bench/secrets.lua" "$ENV_URL/")
     echo "$out" >&2
     read -r _ n dur p50 p99 max status_err sock_err <<<"$(grep '^BENCH_RESULT' <<<"$out")"
     rps=$(awk -v n="$n" -v d="$dur" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
     ROWS+=("| $(describe "$mode") | $c | $rps | $(ms "$p50") | $(ms "$p99") | $(ms "$max") | $((status_err + sock_err)) |")
+    if [ -n "${BENCH_PERCENTILES:-}" ]; then
+      MORE+=("$(describe "$mode"), $c connections: $(grep '^BENCH_PERCENTILES' <<<"$out" |
+        cut -d' ' -f2- | awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); printf "%s%s %.2f ms", (i > 1 ? ", " : ""), kv[1], kv[2] / 1000 } }')")
+    fi
   done
 done
 
@@ -133,11 +148,15 @@ HWM_KB=$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")
 STORE_DESC=$(curl -fsS --cacert "$DATA/ca.pem" -H "authorization: Bearer $TOKEN" "$API/v1/status" |
   sed -n 's/.*"store":"\([a-z]*\).*/\1/p')
 
-echo "store: ${STORE_DESC:-?}; wrk -t$THREADS, ${DURATION} s per run, HTTP/1.1 keep-alive over TLS"
+echo "store: ${STORE_DESC:-?}; wrk -t$THREADS, ${DURATION} s per run, HTTP/1.1 keep-alive over TLS${SERVER_CPU[*]:+; server on CPU ${SERVER_CPU[2]}, wrk on CPU ${WRK_CPU[2]}}"
 echo
 echo "| workload | connections | requests/s | p50 | p99 | max | errors |"
 echo "|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
+if [ ${#MORE[@]} -gt 0 ]; then
+  echo
+  printf -- '- %s\n' "${MORE[@]}"
+fi
 echo
 echo "| server memory after the runs | value |"
 echo "|---|---|"
