@@ -58,7 +58,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) -> anyhow::Result<log::Sink> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let (sink, writer) = log::Sink::start(std::io::stderr())?;
+    let stderr = std::io::stderr();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stderr);
+    let (sink, writer) = log::Sink::start(stderr, Some(fd))?;
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
