@@ -15,9 +15,11 @@
 # each (default 10): saturation (-t2 -c64), moderate (-t1 -c8; closed loop, so it still
 # saturates the CPUs) and light (-t1 -c8 with a 1 ms pause before each request on each
 # connection: at most ~8,000 requests/s, the CPUs are not saturated); over HTTPS, saturation
-# and moderate only. Then, for latency, moderate and light again (HTTPS: moderate) with
-# wrk, the upstream and every proxy moved onto one core (taskset), where no wake-up
-# crosses vCPUs. All requests carry `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
+# and moderate only. Then saturation again (HTTP and HTTPS, wrk -t1 -c64) with wrk on
+# CPU 0 and the upstream and every proxy on CPU 1, so that a proxy's throughput depends on
+# its own CPU per request rather than on sharing cores with wrk. Then, for latency,
+# moderate and light again (HTTPS: moderate) with wrk, the upstream and every proxy moved
+# onto one core (taskset), where no wake-up crosses vCPUs. All requests carry `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
 # load (halfway through the saturation run, and the peak), and the CPU time each proxy
 # process tree spends per request (from /proc/PID/stat).
 #
@@ -443,14 +445,21 @@ AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
 # what is added to the p99 is the proxy's.
 PINNED=
 if [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
-  pin_tree() { # PID: the process, its threads and its children's, onto CPU 0
+  pin_tree() { # PID MASK: the process, its threads and its children's, onto the CPUs of MASK
     local p
     for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-      taskset -a -p 1 "$p" >/dev/null 2>&1 || true
+      taskset -a -p "$2" "$p" >/dev/null 2>&1 || true
     done
   }
-  for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p"; done
-  WRK=(taskset -c 0 "${WRK[@]}")
+  # First, throughput with wrk on a core of its own: the upstream and every proxy on CPU 1,
+  # wrk on CPU 0, so what a proxy can serve depends on its own CPU per request and the
+  # upstream's, not on sharing cores with its load generator.
+  WRK_ALL=("${WRK[@]}")
+  for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p" 2; done
+  WRK=(taskset -c 0 "${WRK_ALL[@]}")
+  for t in $TARGETS; do run split-saturation "$t" 1 64 "$WORK/report.lua"; done
+  for t in $TLS_TARGETS; do run split-saturation "$t" 1 64 "$WORK/report.lua"; done
+  for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p" 1; done
   PINNED=1
   for t in $TARGETS; do run one-core-moderate "$t" 1 8 "$WORK/report.lua"; done
   for t in $TARGETS; do run one-core-light "$t" 1 8 "$WORK/light.lua"; done
@@ -493,6 +502,10 @@ echo
 table saturation "HTTPS saturation: wrk -t2 -c64 -d${DURATION}s --latency" "direct $TLS_TARGETS"
 table moderate "HTTPS moderate load: wrk -t1 -c8 -d${DURATION}s --latency" "direct $TLS_TARGETS"
 if [ -n "$PINNED" ]; then
+  echo "wrk on a core of its own: wrk on CPU 0; the upstream and the proxy on CPU 1"
+  echo
+  table split-saturation "Own core, saturation: wrk -t1 -c64 -d${DURATION}s --latency"
+  table split-saturation "Own core, HTTPS saturation: wrk -t1 -c64 -d${DURATION}s --latency" "direct $TLS_TARGETS"
   echo "Latency on one core: wrk, the upstream and the proxy all on CPU 0 (no wake-up crosses vCPUs)"
   echo
   table one-core-moderate "One core, moderate load: wrk -t1 -c8 -d${DURATION}s --latency"
