@@ -24,6 +24,25 @@ fn proxy_to(up: SocketAddr) -> Arc<Proxy> {
     Proxy::new(RouteTable::new(vec![r]))
 }
 
+/// `WORKERS` worker runtimes serving a proxy to `up` on a fresh port: the proxy, the
+/// address, the shutdown switch and the workers.
+fn serve_on_workers(
+    up: SocketAddr,
+    drain: Duration,
+) -> (
+    Arc<Proxy>,
+    SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    proxy::Workers,
+) {
+    let proxy = proxy_to(up);
+    let listeners = proxy::bind_workers("127.0.0.1:0".parse().unwrap(), WORKERS).unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let workers = proxy.spawn_workers(listeners, None, rx, drain).unwrap();
+    (proxy, addr, stop, workers)
+}
+
 /// A client that opens a new connection for every request.
 fn fresh_connections() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -95,13 +114,7 @@ async fn every_worker_runtime_serves_and_shares_the_snapshot() {
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight_on_every_worker() {
     let up = Upstream1::start("a").await;
-    let proxy = proxy_to(up.addr);
-    let listeners = proxy::bind_workers("127.0.0.1:0".parse().unwrap(), WORKERS).unwrap();
-    let addr = listeners[0].local_addr().unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let workers = proxy
-        .spawn_workers(listeners, None, rx, Duration::from_secs(10))
-        .unwrap();
+    let (proxy, addr, stop, workers) = serve_on_workers(up.addr, Duration::from_secs(10));
     // Slow requests (the upstream waits 2 s) on separate connections, until every worker
     // holds at least one (bounded).
     let http = fresh_connections();
@@ -204,13 +217,7 @@ async fn ask(c: &mut tokio::net::TcpStream) -> String {
 #[tokio::test]
 async fn long_lived_connections_are_spread_evenly_over_the_workers() {
     let up = Upstream1::start("a").await;
-    let proxy = proxy_to(up.addr);
-    let listeners = proxy::bind_workers("127.0.0.1:0".parse().unwrap(), WORKERS).unwrap();
-    let addr = listeners[0].local_addr().unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let workers = proxy
-        .spawn_workers(listeners, None, rx, Duration::from_secs(5))
-        .unwrap();
+    let (_proxy, addr, stop, workers) = serve_on_workers(up.addr, Duration::from_secs(5));
     // Keep-alive connections opened one after the other: the kernel picks each one's
     // socket by its addresses, the workers even them out.
     let mut conns = Vec::new();
