@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use model::types::Health;
 use model::Code;
+use tls::linger::{Lingering, Unread};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -503,14 +504,25 @@ async fn accept_loop(
             // The peer's address as text, once per connection: every request's access log
             // line and audit actor carry it.
             let source: Arc<str> = peer.to_string().into();
-            let svc = service_fn(move |req| {
+            let unread = Unread::default();
+            let io = TokioIo::new(Lingering::new(tls, unread.clone()));
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 let source = source.clone();
-                async move { Ok::<_, Infallible>(handle(&state, peer, &source, req).await) }
+                let unread = unread.clone();
+                async move {
+                    let has_body = !req.body().is_end_stream();
+                    let resp = handle(&state, peer, &source, req).await;
+                    // An error may have been answered before the body was read.
+                    if has_body
+                        && (resp.status().is_client_error() || resp.status().is_server_error())
+                    {
+                        unread.mark();
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
-            let conn = builder
-                .serve_connection(TokioIo::new(tls), svc)
-                .into_owned();
+            let conn = builder.serve_connection(io, svc).into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

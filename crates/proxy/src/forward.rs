@@ -19,15 +19,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use model::{Code, ErrorBody};
+use tls::linger::{Lingering, Unread};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::accept::{Accept, Balance, WorkerListener};
+use crate::capped::Capped;
 use crate::pool::{Checkin, Pool, SendError, UpBody, UpstreamBody};
 use crate::snapshot::{Endpoint, Route, RouteTable, Upstream};
 
@@ -391,14 +393,26 @@ impl Proxy {
         // this connection's thread touches (the proxy's own count is shared by the workers).
         // The client's address as a header value is made once per connection.
         let ctx = Arc::new((self, clients, client));
-        let svc = service_fn(move |req| {
+        let unread = Unread::default();
+        let io = TokioIo::new(crate::wire::Rewind::new(
+            pre,
+            Lingering::new(io, unread.clone()),
+        ));
+        let svc = service_fn(move |req: Request<Incoming>| {
             let ctx = ctx.clone();
+            let unread = unread.clone();
             async move {
                 let (proxy, clients, client) = &*ctx;
-                Ok::<_, Infallible>(proxy.handle_with(clients, req, client).await)
+                let has_body = !req.body().is_end_stream();
+                let resp = proxy.handle_with(clients, req, client).await;
+                // An error may have been answered before the body was read.
+                if has_body && (resp.status().is_client_error() || resp.status().is_server_error())
+                {
+                    unread.mark();
+                }
+                Ok::<_, Infallible>(resp)
             }
         });
-        let io = TokioIo::new(crate::wire::Rewind::new(pre, io));
         let conn = builder.serve_connection_with_upgrades(io, svc);
         let _ = watcher.watch(conn.into_owned()).await;
     }
@@ -597,22 +611,30 @@ impl Proxy {
         #[allow(clippy::result_large_err)]
         let answer = |resp| Ok((resp, None));
         let length = content_length(req.headers());
-        if length.is_some_and(|n| n > route.max_body) {
-            return answer(error(
+        let too_large = || {
+            error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::PayloadTooLarge,
                 &format!(
                     "request body is larger than this route's limit ({} bytes)",
                     route.max_body
                 ),
-            ));
+            )
+        };
+        if length.is_some_and(|n| n > route.max_body) {
+            return answer(too_large());
         }
         let (mut parts, body) = req.into_parts();
-        let bodiless =
-            length.unwrap_or(0) == 0 && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+        // No body: none announced and none to come (an HTTP/2 request has a body without
+        // `content-length` or `transfer-encoding` unless its HEADERS frame ended the stream).
+        let bodiless = length.unwrap_or(0) == 0
+            && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && body.is_end_stream();
         let idempotent = parts.method.is_idempotent();
         let upgrade = upgrade_protocol(&parts);
         let mut body = Some(body);
+        // Set if the body (of unannounced length) went over the route's limit on its way.
+        let mut over = None;
         // The upstream's path and query, once the head is prepared (first attempt).
         let mut pq: Option<http::uri::PathAndQuery> = None;
         let mut tried = [0usize; MAX_ATTEMPTS];
@@ -635,7 +657,11 @@ impl Proxy {
             attempts += 1;
             let up_body = match (bodiless, body.take()) {
                 (true, _) => Either::Right(Empty::new()),
-                (false, Some(b)) => Either::Left(b),
+                (false, Some(b)) => {
+                    let capped = Capped::new(b, route.max_body);
+                    over = Some(capped.over());
+                    Either::Left(capped)
+                }
                 // A body is sent once: requests with one are never retried (see `retry`).
                 (false, None) => {
                     return answer(error(
@@ -694,6 +720,10 @@ impl Proxy {
                     return Ok((downstream_response(resp, checkin, route), Some(ep.addr)));
                 }
                 Ok(Err(mut e)) => {
+                    // The client's body broke the exchange, not the upstream.
+                    if over.as_ref().is_some_and(|o| o.load(Ordering::Relaxed)) {
+                        return answer(too_large());
+                    }
                     self.account(&route.upstream, ep, true);
                     if let Some(back) = e.take_request() {
                         if !keep {

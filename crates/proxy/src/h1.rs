@@ -237,6 +237,9 @@ impl Proxy {
             head.clear();
             head.extend_from_slice(&c.buf[..parsed.len]);
             c.buf.advance(parsed.len);
+            // Whether closing now may leave bytes of this request unread (a bad head's
+            // body is unknown): then the close lingers (`tls::linger`).
+            let mut unread = true;
             let next = match parsed.request(&head) {
                 Err((status, message)) => {
                     let resp = json_error(status, Code::BadRequest, message);
@@ -245,6 +248,7 @@ impl Proxy {
                 }
                 Ok(None) => Next::HandOver,
                 Ok(Some(req)) => {
+                    unread = req.length > 0;
                     let keep = !parsed.connection.close && !*shutdown.borrow();
                     self.exchange(&mut c, &req, &head, keep, client, clients)
                         .await
@@ -253,7 +257,7 @@ impl Proxy {
             match next {
                 Next::Again => c.head = head,
                 Next::Close => {
-                    let _ = c.io.shutdown().await;
+                    let _ = tls::linger::shutdown(&mut c.io, unread).await;
                     return Served::Done;
                 }
                 Next::HandOver => {

@@ -8,6 +8,7 @@
 
 mod accept;
 mod balance;
+mod capped;
 pub mod certs;
 mod forward;
 mod h1;

@@ -26,7 +26,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 /// The body of a request sent upstream.
-pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type UpBody = Either<crate::capped::Capped, Empty<Bytes>>;
 type H1 = http1::SendRequest<UpBody>;
 type H2 = http2::SendRequest<UpBody>;
 

@@ -6,6 +6,8 @@
 //! RC4, static-RSA or export suite, so no policy can enable one. This crate must never write
 //! a private key with permissions wider than 0600 or log key material.
 
+pub mod linger;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -9,4 +9,5 @@ mod bad_input;
 mod docs;
 mod flows;
 mod harness;
+mod linger;
 mod openapi;

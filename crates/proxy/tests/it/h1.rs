@@ -644,3 +644,72 @@ async fn a_large_answer_to_a_slow_reader_arrives_whole_and_the_connection_serves
     let (_, body) = c.answer(false).await;
     assert_eq!(body, [0, 1]);
 }
+
+/// Sends `head` and `len` body bytes (in `chunked` framing when `chunked`), and only then
+/// reads, as most clients do; returns whether the sending succeeded, and the answer.
+async fn upload_then_read(
+    addr: SocketAddr,
+    head: &str,
+    len: usize,
+    chunked: bool,
+) -> (std::io::Result<()>, (String, Vec<u8>)) {
+    let mut c = Client::connect(addr).await;
+    let sent = async {
+        c.tcp.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if chunked {
+                c.tcp.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+            }
+            c.tcp.write_all(&chunk[..n]).await?;
+            if chunked {
+                c.tcp.write_all(b"\r\n").await?;
+            }
+            left -= n;
+        }
+        if chunked {
+            c.tcp.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(())
+    }
+    .await;
+    let answer = c.answer(false).await;
+    (sent, answer)
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_without_resetting_the_sender() {
+    let up = Upstream1::start("a").await;
+    let mut r = one_route(up.addr);
+    r.max_body = 1024;
+    let edge = Edge::start(vec![r]).await;
+    // 4 MiB, more than the socket buffers between the two ends hold: without a lingering
+    // close the edge's close resets the connection while the client is still sending.
+    let len = 4 << 20;
+    let cases = [
+        // The edge's own path (content-length), then hyper's (chunked).
+        (
+            format!("POST /up HTTP/1.1\r\nHost: h1.test\r\nContent-Length: {len}\r\n\r\n"),
+            false,
+        ),
+        (
+            "POST /up HTTP/1.1\r\nHost: h1.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+            true,
+        ),
+    ];
+    for (head, chunked) in cases {
+        for _ in 0..3 {
+            let (sent, (answer, body)) = upload_then_read(edge.addr, &head, len, chunked).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 413"),
+                "chunked {chunked}: {answer}"
+            );
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["code"], "payload_too_large");
+            assert!(sent.is_ok(), "chunked {chunked}: sending failed: {sent:?}");
+        }
+    }
+    edge.stop();
+}

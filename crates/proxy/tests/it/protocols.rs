@@ -408,3 +408,81 @@ async fn a_tls_policy_refuses_old_protocols() {
     );
     edge.stop();
 }
+
+/// A request body of `chunks` frames of 512 bytes that does not announce its length.
+struct Unsized {
+    chunks: usize,
+}
+
+impl hyper::body::Body for Unsized {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.chunks -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![
+            b'x';
+            512
+        ])))))
+    }
+}
+
+#[tokio::test]
+async fn bodies_of_unannounced_length_are_held_to_the_route_limit_over_http2() {
+    let (a, b) = (Upstream1::start("a").await, Upstream1::start("b").await);
+    let mut r = route(
+        "limits",
+        "limits.test",
+        PathMatch::Prefix("/".into()),
+        vec![Endpoint::new(a.addr), Endpoint::new(b.addr)],
+        Balancer::RoundRobin,
+    );
+    r.max_body = 1024;
+    let edge = Edge::start(vec![r]).await;
+    // HTTP/2 with prior knowledge on the plain listener.
+    let tcp = TcpStream::connect(edge.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let post = |chunks| {
+        hyper::Request::post("http://limits.test/up")
+            .body(Unsized { chunks })
+            .unwrap()
+    };
+    // Over the limit, ten times: refused, and no endpoint counted as failing for it.
+    for _ in 0..10 {
+        send.ready().await.unwrap();
+        let resp = send.send_request(post(3)).await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "payload_too_large");
+    }
+    // At the limit: passed whole, and both endpoints still take requests.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        send.ready().await.unwrap();
+        let resp = send.send_request(post(2)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        seen.insert(resp.headers()["x-upstream"].to_str().unwrap().to_string());
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["body_len"], 1024);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    edge.stop();
+}
