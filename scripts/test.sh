@@ -23,3 +23,5 @@ command -v moto_server >/dev/null || { echo "installing moto[server]" >&2; pytho
 # sslyze, a TLS scanner, probes the edge's HTTPS listener.
 python3 -m sslyze --help >/dev/null 2>&1 || { echo "installing sslyze" >&2; python3 -m pip install -q sslyze >&2; }
 cargo test --workspace --all-targets --no-fail-fast "$@"
+# The control API fuzzed from its OpenAPI document (Schemathesis, installed from PyPI).
+bash scripts/fuzz-api.sh

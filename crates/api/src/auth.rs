@@ -38,6 +38,8 @@ impl AuthLimiter {
             .is_some_and(|(start, n)| start.elapsed() < AUTH_WINDOW && *n >= MAX_AUTH_FAILURES)
     }
 
+    /// Counts a failure. The failure that blocks the address is logged, once per window:
+    /// a warning per refused request would let one address flood the log.
     pub fn failed(&self, ip: IpAddr) {
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if w.len() > 10_000 {
@@ -48,6 +50,14 @@ impl AuthLimiter {
             *e = (Instant::now(), 0);
         }
         e.1 += 1;
+        if e.1 == MAX_AUTH_FAILURES {
+            tracing::warn!(
+                source = %ip,
+                failures = MAX_AUTH_FAILURES,
+                seconds = AUTH_WINDOW.as_secs(),
+                "too many failed authentications: this address is refused until its window ends"
+            );
+        }
     }
 }
 
@@ -68,7 +78,6 @@ pub async fn authenticate(
     path: &str,
 ) -> Result<Authenticated, ApiError> {
     if state.limiter.blocked(peer.ip()) {
-        tracing::warn!(source = %peer.ip(), "too many failed authentications");
         return Err(ApiError::new(
             Code::RateLimited,
             "too many failed authentications from this address; retry in a minute",

@@ -1,6 +1,7 @@
 //! The CLI end to end against a real `gantry up`: the README's quick start, JSON output,
-//! exit codes and one-line reasons for bad input, login profiles, and `audit verify`
-//! catching tampering done directly in the store.
+//! exit codes and one-line reasons for bad input, an address refused after repeated failed
+//! authentications, login profiles, and `audit verify` catching tampering done directly in
+//! the store.
 
 use serde_json::Value;
 
@@ -244,6 +245,28 @@ fn bad_input_gets_an_exit_code_and_one_line() {
     let o = g.cli(&["tenant", "show", "BAD"]);
     assert!(!stderr(&o).contains(token.trim()) && !stdout(&o).contains(token.trim()));
     g.stop();
+}
+
+#[test]
+fn failed_authentications_block_the_address_with_one_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start(&dir.path().join("data"), None);
+    // Twenty failures are refused one by one (exit 4, unauthenticated)...
+    for _ in 0..20 {
+        fails(g.cli_as("gty_0000", &["whoami"]), 4);
+    }
+    // ... then the address is refused (exit 9, rate_limited), a good token included.
+    for _ in 0..5 {
+        fails(g.cli_as("gty_0000", &["whoami"]), 9);
+    }
+    fails(g.cli(&["whoami"]), 9);
+    // One warning says so; the refused requests do not each add one.
+    let log = g.stop_and_log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("too many failed authentications"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
 }
 
 #[test]
