@@ -5,8 +5,8 @@
 //!
 //! The reconciler polls the source's `routes` and `certificates` generations; when one
 //! moved, it reloads that state, builds new snapshots (reusing the live `Endpoint` of an
-//! address that stays, so in-flight counts and ejections carry over; draining the ones
-//! that leave) and swaps them. It must never block the data plane: a failed reload keeps
+//! address that stays, so in-flight counts and ejections carry over), swaps them, and then
+//! drains the endpoints that left. It must never block the data plane: a failed reload keeps
 //! the last good snapshot (certificates cannot be loaded while sealed; they are retried).
 
 use std::collections::HashMap;
@@ -80,7 +80,8 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     let generations = source.generations().await?;
     let first = source.load(true, true).await?;
     let (routes, replicas) = first.routes.unwrap_or_default();
-    let (public_table, internal_table) = rec.build(&routes, &replicas);
+    let (public_table, internal_table, leaving) = rec.build(&routes, &replicas);
+    leaving.drain();
     let public = Proxy::new(public_table);
     let internal_proxy = Proxy::new(internal_table);
     public.set_access_log(cfg.access_log);
@@ -296,15 +297,18 @@ async fn reconcile_loop(
         };
         failing = false;
         if let Some((routes, replicas)) = loaded.routes {
-            let (p, i) = rec.build(&routes, &replicas);
-            tracing::info!(
-                generation = g.routes,
-                public = p.len(),
-                internal = i.len(),
-                "edge: swapped routing snapshot"
-            );
+            let (p, i, leaving) = rec.build(&routes, &replicas);
+            let (public, internal) = (p.len(), i.len());
             to.public.update(p);
             to.internal.update(i);
+            // Only now: a request routed on the replaced snapshot may still pick them.
+            leaving.drain();
+            tracing::info!(
+                generation = g.routes,
+                public,
+                internal,
+                "edge: swapped routing snapshot"
+            );
             seen.routes = g.routes;
         }
         if let Some(list) = loaded.certificates {
@@ -331,13 +335,13 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// (public table, internal table) for `routes`, a service route's endpoints being the
-    /// active `replicas` of that service; endpoints that are no longer routed (or whose
-    /// replica is draining) are drained.
+    /// active `replicas` of that service, and the endpoints that are no longer routed (or
+    /// whose replica is draining), to drain once the tables are swapped in.
     pub fn build(
         &mut self,
         routes: &[RouteInfo],
         replicas: &[ReplicaInfo],
-    ) -> (RouteTable, RouteTable) {
+    ) -> (RouteTable, RouteTable, Leaving) {
         let mut by_service: HashMap<&str, Vec<SocketAddr>> = HashMap::new();
         for r in replicas.iter().filter(|r| r.state == ReplicaState::Active) {
             if let Ok(a) = r.address.parse() {
@@ -419,14 +423,38 @@ impl Reconciler {
                 Listener::Internal => internal.push(route),
             }
         }
-        for (key, ep) in &self.endpoints {
-            if !next.contains_key(key) {
-                ep.drain();
-            }
-        }
+        let leaving = self
+            .endpoints
+            .iter()
+            .filter(|(key, _)| !next.contains_key(*key))
+            .map(|(_, ep)| ep.clone())
+            .collect();
         self.endpoints = next;
         self.stats = next_stats;
-        (RouteTable::new(public), RouteTable::new(internal))
+        (
+            RouteTable::new(public),
+            RouteTable::new(internal),
+            Leaving(leaving),
+        )
+    }
+}
+
+/// Endpoints a build left out. They are drained once the snapshots without them are in
+/// place: drained before, a request being routed on the replaced snapshot would find its
+/// only endpoints draining and get a 503 while the new ones stand ready.
+#[must_use = "drain the endpoints once the new snapshots are swapped in"]
+pub struct Leaving(Vec<Arc<Endpoint>>);
+
+impl Leaving {
+    pub fn drain(self) {
+        for ep in self.0 {
+            ep.drain();
+        }
+    }
+
+    /// The endpoints' addresses.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.0.iter().map(|ep| ep.addr).collect()
     }
 }
 

@@ -478,3 +478,55 @@ async fn the_internal_listener_serves_prometheus_metrics() {
     assert_eq!(s.get(public, "api2.acme.test", "/metrics").await.0, 404);
     s.edge.shutdown().await;
 }
+
+/// An endpoint that leaves the routing stays undrained until the snapshot without it is in
+/// place: drained during the build, requests still being routed on the replaced snapshot
+/// would find no endpoint (503) while the new one stood ready.
+#[test]
+fn endpoints_leaving_a_build_are_drained_after_the_swap() {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:9001".parse().unwrap(),
+        "127.0.0.1:9002".parse().unwrap(),
+    );
+    let info = |to: &[SocketAddr]| model::routes::RouteInfo {
+        name: "acme/staging/web".into(),
+        spec: spec("web.test", "/", to, Listener::Public),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        created_by: "admin".into(),
+    };
+    let mut rec = edge::Reconciler::default();
+    let (first, _, leaving) = rec.build(&[info(&[a])], &[]);
+    assert!(leaving.addrs().is_empty());
+    leaving.drain();
+    let old = first.routes().next().unwrap().upstream.endpoints[0].clone();
+    assert_eq!(old.addr, a);
+
+    let (second, _, leaving) = rec.build(&[info(&[b])], &[]);
+    assert_eq!(leaving.addrs(), [a]);
+    assert!(
+        !old.is_draining(),
+        "drained before the new snapshot is in place"
+    );
+    let eps: Vec<SocketAddr> = second
+        .routes()
+        .next()
+        .unwrap()
+        .upstream
+        .endpoints
+        .iter()
+        .map(|e| e.addr)
+        .collect();
+    assert_eq!(eps, [b]);
+    leaving.drain();
+    assert!(old.is_draining());
+
+    // An address that stays keeps its endpoint (and its counters), undrained.
+    let (third, _, leaving) = rec.build(&[info(&[b, a])], &[]);
+    assert!(leaving.addrs().is_empty());
+    let kept = &third.routes().next().unwrap().upstream.endpoints[0];
+    assert!(Arc::ptr_eq(
+        kept,
+        &second.routes().next().unwrap().upstream.endpoints[0]
+    ));
+    assert!(!kept.is_draining());
+}
