@@ -6,7 +6,10 @@
 #   create   PUT  .../secrets/bench-...            (a new secret per request)
 #   update   PUT  .../secrets/bench-...            (a new version of an existing secret)
 # each for BENCH_DURATION seconds (default 10) at each of BENCH_CONNECTIONS (default
-# "8 32"), wrk with 2 threads. Then reads the server's RSS after 2 s idle.
+# "8 32"), wrk with 2 threads. Then reads the server's RSS after 2 s idle. Latencies are
+# wrk's (request written to answer read); "p99 in the server" is the p99 of the durations
+# the server logged for the same requests (from the request's head to its answer, inside
+# the handler), which leaves out the TLS records, the sockets and the waits for a CPU.
 #
 # Usage: bench/secrets.sh            Prints a Markdown table on stdout, wrk's output on
 #                                    stderr. About 90 s once the binary is built.
@@ -124,17 +127,35 @@ describe() {
   esac
 }
 
+# What a workload's requests look like in the server's access log ("api request" lines).
+log_match() {
+  case $1 in
+    read) echo "method=GET path=/v1/tenants/acme/environments/staging/secrets/db-password/value " ;;
+    encrypt) echo "method=POST path=/v1/tenants/acme/environments/staging/keys/payments/encrypt " ;;
+    create | update) echo "method=PUT path=/v1/tenants/acme/environments/staging/secrets/bench-" ;;
+  esac
+}
+# p99 of the durations the server logged (request read to answer ready, inside the handler)
+# on log lines after line $2 that match workload $1.
+server_p99() {
+  tail -n +"$(($2 + 1))" "$WORK/gantry.log" | grep -F "api request" | grep -F "$(log_match "$1")" |
+    sed -n 's/.*duration_ms=\([0-9.e-]*\).*/\1/p' | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f ms", v[i] } }'
+}
+
 ROWS=() MORE=()
 for mode in $WORKLOADS; do
   for c in $CONNECTIONS; do
     echo "== $mode, $c connections, ${DURATION}s" >&2
+    log_from=$(wc -l <"$WORK/gantry.log")
     out=$(BENCH_MODE=$mode BENCH_TOKEN=$TOKEN BENCH_RUN="c$c" \
       timeout $((DURATION + 30)) "${WRK_CPU[@]}" wrk -t"$((c < THREADS ? c : THREADS))" -c"$c" -d"${DURATION}s" --timeout 5s \
       --latency -s "$ROOT/bench/secrets.lua" "$ENV_URL/")
     echo "$out" >&2
     read -r _ n dur p50 p99 max status_err sock_err <<<"$(grep '^BENCH_RESULT' <<<"$out")"
     rps=$(awk -v n="$n" -v d="$dur" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
-    ROWS+=("| $(describe "$mode") | $c | $rps | $(ms "$p50") | $(ms "$p99") | $(ms "$max") | $((status_err + sock_err)) |")
+    sleep 0.5 # the log thread writes the last lines
+    ROWS+=("| $(describe "$mode") | $c | $rps | $(ms "$p50") | $(ms "$p99") | $(server_p99 "$mode" "$log_from") | $(ms "$max") | $((status_err + sock_err)) |")
     if [ -n "${BENCH_PERCENTILES:-}" ]; then
       MORE+=("$(describe "$mode"), $c connections: $(grep '^BENCH_PERCENTILES' <<<"$out" |
         cut -d' ' -f2- | awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); printf "%s%s %.2f ms", (i > 1 ? ", " : ""), kv[1], kv[2] / 1000 } }')")
@@ -150,8 +171,8 @@ STORE_DESC=$(curl -fsS --cacert "$DATA/ca.pem" -H "authorization: Bearer $TOKEN"
 
 echo "store: ${STORE_DESC:-?}; wrk -t$THREADS, ${DURATION} s per run, HTTP/1.1 keep-alive over TLS${SERVER_CPU[*]:+; server on CPU ${SERVER_CPU[2]}, wrk on CPU ${WRK_CPU[2]}}"
 echo
-echo "| workload | connections | requests/s | p50 | p99 | max | errors |"
-echo "|---|---|---|---|---|---|---|"
+echo "| workload | connections | requests/s | p50 | p99 | p99 in the server | max | errors |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 if [ ${#MORE[@]} -gt 0 ]; then
   echo
