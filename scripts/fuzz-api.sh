@@ -58,7 +58,8 @@ EOF
 
 # Schemathesis's CLI through the interpreter that has it (its `st` script may not be on PATH).
 st() {
-  python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "st"; sys.exit(schemathesis())' "$@"
+  # From the work directory: Schemathesis keeps a cache (.schemathesis/) where it runs.
+  (cd "$WORK" && python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "st"; sys.exit(schemathesis())' "$@")
 }
 
 run() { # PHASE
