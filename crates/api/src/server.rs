@@ -513,12 +513,7 @@ async fn accept_loop(
                 async move {
                     let has_body = !req.body().is_end_stream();
                     let resp = handle(&state, peer, &source, req).await;
-                    // An error may have been answered before the body was read.
-                    if has_body
-                        && (resp.status().is_client_error() || resp.status().is_server_error())
-                    {
-                        unread.mark();
-                    }
+                    unread.answered(has_body, resp.status().as_u16());
                     Ok::<_, Infallible>(resp)
                 }
             });

@@ -405,11 +405,7 @@ impl Proxy {
                 let (proxy, clients, client) = &*ctx;
                 let has_body = !req.body().is_end_stream();
                 let resp = proxy.handle_with(clients, req, client).await;
-                // An error may have been answered before the body was read.
-                if has_body && (resp.status().is_client_error() || resp.status().is_server_error())
-                {
-                    unread.mark();
-                }
+                unread.answered(has_body, resp.status().as_u16());
                 Ok::<_, Infallible>(resp)
             }
         });

@@ -41,6 +41,14 @@ impl Unread {
         self.0.store(true, Ordering::Relaxed);
     }
 
+    /// Records an answer: a request that came with a body and was answered with an error
+    /// status (`status` 400 or more) may have been answered before its body was read.
+    pub fn answered(&self, had_body: bool, status: u16) {
+        if had_body && status >= 400 {
+            self.mark();
+        }
+    }
+
     fn is_marked(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
