@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target}
 . scripts/pg.sh
+# Each PostgreSQL test makes a database of its own; drop what earlier runs left behind so a
+# reused cluster does not grow without end.
+"$PG_BIN/psql" "$GANTRY_TEST_PG" -qAt -c "SELECT datname FROM pg_database WHERE datname LIKE 'gantry\_%'" |
+  while read -r db; do "$PG_BIN/psql" "$GANTRY_TEST_PG" -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 # Real peers the tests use: OpenSSL's client (TLS probes), SoftHSM2 (the PKCS#11 seal),
 # pebble with pebble-challtestsrv (an ACME CA and its DNS/HTTP challenge test server) and
 # bubblewrap (the replicas' sandbox).
