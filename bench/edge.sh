@@ -24,11 +24,13 @@
 # process tree spends per request (from /proc/PID/stat).
 #
 # Usage: bench/edge.sh     Prints Markdown tables on stdout, wrk's and the set-up's output
-#                          on stderr. About 5 minutes once the binary is built.
+#                          on stderr. About 5 minutes per round once the binary is built.
 # Environment:
 #   CARGO_TARGET_DIR   default /var/tmp/gantry-target-bench
 #   BENCH_BIN          a gantry binary to use instead of building this tree
 #   BENCH_DURATION     seconds per measured run (default 10)
+#   BENCH_ROUNDS       runs of each target at each load, taking turns; the report gives
+#                      the median run and the range of requests/s (default 3)
 #   BENCH_GANTRY_ARGS  extra `gantry up` arguments. By default, when the binary has
 #                      `--access-log`, it runs with `--access-log off` (nginx and HAProxy
 #                      log nothing either); BENCH_GANTRY_ARGS="--access-log on" measures it.
@@ -42,6 +44,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target-bench}
 
 # nginx, HAProxy and wrk from Debian when missing. The script runs its own instances with
@@ -428,11 +431,48 @@ run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
     echo "warning: other processes used ${OTHER[$load,$t]} cores during this run; its numbers are noisy" >&2
   fi
 }
-for t in $TARGETS; do run saturation "$t" 2 64 "$WORK/report.lua"; done
-for t in $TARGETS; do run moderate "$t" 1 8 "$WORK/report.lua"; done
-for t in $TARGETS; do run light "$t" 1 8 "$WORK/light.lua"; done
-for t in $TLS_TARGETS; do run saturation "$t" 2 64 "$WORK/report.lua"; done
-for t in $TLS_TARGETS; do run moderate "$t" 1 8 "$WORK/report.lua"; done
+# One measurement of a load is ROUNDS runs of every target, the targets taking turns (round r
+# starts at the r-th target, so none always follows the same one) and the report giving each
+# target's median run: one 10 s run on a shared 2-vCPU machine moves by 5% or more, the order
+# of the runs within a round by a few %, and a proxy's lead of a few % is only shown by
+# repeated, interleaved runs.
+median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A RUNS
+measure() { # LOAD THREADS CONNECTIONS SCRIPT TARGETS...
+  local load=$1 th=$2 c=$3 script=$4 r i t n
+  shift 4
+  local targets=("$@") key
+  n=${#targets[@]}
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+      t=${targets[$(((i + r) % n))]}
+      run "$load" "$t" "$th" "$c" "$script"
+      for key in RPS P50 P99 CPU; do
+        local -n arr=$key
+        RUNS[$key,$load,$t]+="${arr[$load,$t]} "
+      done
+      RUNS[ERR,$load,$t]=$((${RUNS[ERR,$load,$t]:-0} + ${ERR[$load,$t]}))
+      RUNS[OTHER,$load,$t]=$(awk -v a="${RUNS[OTHER,$load,$t]:-0}" -v b="${OTHER[$load,$t]}" 'BEGIN { print (b > a) ? b : a }')
+    done
+  done
+  for t in "${targets[@]}"; do
+    for key in RPS P50 P99 CPU; do
+      local -n arr=$key
+      arr[$load,$t]=$(median <<<"${RUNS[$key,$load,$t]% }")
+    done
+    RPS[$load,$t]=$(printf '%.0f' "${RPS[$load,$t]}")
+    P50[$load,$t]=$(printf '%.0f' "${P50[$load,$t]}")
+    P99[$load,$t]=$(printf '%.0f' "${P99[$load,$t]}")
+    CPU[$load,$t]=$(printf '%.1f' "${CPU[$load,$t]}")
+    ERR[$load,$t]=${RUNS[ERR,$load,$t]}
+    OTHER[$load,$t]=${RUNS[OTHER,$load,$t]}
+  done
+}
+measure saturation 2 64 "$WORK/report.lua" $TARGETS
+measure moderate 1 8 "$WORK/report.lua" $TARGETS
+measure light 1 8 "$WORK/light.lua" $TARGETS
+measure saturation 2 64 "$WORK/report.lua" $TLS_TARGETS
+measure moderate 1 8 "$WORK/report.lua" $TLS_TARGETS
 PEAK_RSS=$(rss_kb "$GANTRY_PID" VmHWM)
 sleep 2
 AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
@@ -457,23 +497,31 @@ if [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
   WRK_ALL=("${WRK[@]}")
   for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p" 2; done
   WRK=(taskset -c 0 "${WRK_ALL[@]}")
-  for t in $TARGETS; do run split-saturation "$t" 1 64 "$WORK/report.lua"; done
-  for t in $TLS_TARGETS; do run split-saturation "$t" 1 64 "$WORK/report.lua"; done
+  measure split-saturation 1 64 "$WORK/report.lua" $TARGETS
+  measure split-saturation 1 64 "$WORK/report.lua" $TLS_TARGETS
   for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p" 1; done
   PINNED=1
-  for t in $TARGETS; do run one-core-moderate "$t" 1 8 "$WORK/report.lua"; done
-  for t in $TARGETS; do run one-core-light "$t" 1 8 "$WORK/light.lua"; done
-  for t in $TLS_TARGETS; do run one-core-moderate "$t" 1 8 "$WORK/report.lua"; done
+  measure one-core-moderate 1 8 "$WORK/report.lua" $TARGETS
+  measure one-core-light 1 8 "$WORK/light.lua" $TARGETS
+  measure one-core-moderate 1 8 "$WORK/report.lua" $TLS_TARGETS
 fi
 
 # --- report -----------------------------------------------------------------------------------
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 delta_ms() { awk -v us="$1" 'BEGIN { printf "%+.2f ms", us / 1000 }'; }
+rps_cell() { # LOAD TARGET: the median requests/s, and the range over the rounds
+  local runs=${RUNS[RPS,$1,$2]% }
+  if [ "$ROUNDS" -gt 1 ]; then
+    tr ' ' '\n' <<<"$runs" | sort -g | awk -v m="${RPS[$1,$2]}" '{ v[NR] = $1 } END { printf "%s (%.0f-%.0f)", m, v[1], v[NR] }'
+  else
+    echo "${RPS[$1,$2]}"
+  fi
+}
 table() { # LOAD DESCRIPTION [TARGETS]
   local load=$1 t ratio added cpu
   echo "$2"
   echo
-  echo "| target | requests/s | p50 | p99 | req/s vs direct | added p99 vs direct | CPU per request | errors | other load |"
+  echo "| target | requests/s (median; range) | p50 | p99 | req/s vs direct | added p99 vs direct | CPU per request | errors | other load |"
   echo "|---|---|---|---|---|---|---|---|---|"
   for t in ${3:-$TARGETS}; do
     if [ "$t" = direct ]; then
@@ -486,11 +534,11 @@ table() { # LOAD DESCRIPTION [TARGETS]
       added=$(delta_ms $((${P99[$load,$t]} - ${P99[$load,direct]})))
       cpu="${CPU[$load,$t]} µs"
     fi
-    echo "| $t | ${RPS[$load,$t]} | $(ms "${P50[$load,$t]}") | $(ms "${P99[$load,$t]}") | $ratio | $added | $cpu | ${ERR[$load,$t]} | ${OTHER[$load,$t]} cores |"
+    echo "| $t | $(rps_cell "$load" "$t") | $(ms "${P50[$load,$t]}") | $(ms "${P99[$load,$t]}") | $ratio | $added | $cpu | ${ERR[$load,$t]} | ${OTHER[$load,$t]} cores |"
   done
   echo
 }
-echo "$(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), gantry $("$BIN" --version 2>/dev/null | awk '{print $2}')${GANTRY_ARGS[*]:+ (${GANTRY_ARGS[*]})}; ${DURATION} s per run"
+echo "$(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), gantry $("$BIN" --version 2>/dev/null | awk '{print $2}')${GANTRY_ARGS[*]:+ (${GANTRY_ARGS[*]})}; ${DURATION} s per run, $ROUNDS rounds (each cell: the median run; p50, p99 and CPU the medians too)"
 echo
 table saturation "Saturation: wrk -t2 -c64 -d${DURATION}s --latency"
 table moderate "Moderate load: wrk -t1 -c8 -d${DURATION}s --latency (closed loop: still saturates the CPUs)"

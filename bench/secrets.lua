@@ -1,5 +1,5 @@
 -- wrk script for bench/secrets.sh. The workload comes from the environment:
---   BENCH_MODE   read | encrypt | create | update
+--   BENCH_MODE   floor | read | encrypt | create | update
 --   BENCH_TOKEN  API token (sent as `Authorization: Bearer ...`)
 --   BENCH_RUN    a label unique to the run (keeps the secret names of runs apart)
 -- done() prints one line the shell script parses:
@@ -27,7 +27,9 @@ end
 local counter = 0
 function request()
   counter = counter + 1
-  if mode == "read" then
+  if mode == "floor" then
+    return wrk.format("GET", "/")
+  elseif mode == "read" then
     return wrk.format("GET", base .. "/secrets/db-password/value", get_headers)
   elseif mode == "encrypt" then
     return wrk.format("POST", base .. "/keys/payments/encrypt", json_headers, encrypt_body)

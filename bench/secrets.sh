@@ -5,11 +5,15 @@
 #   encrypt  POST .../keys/payments/encrypt        (not audited one by one)
 #   create   PUT  .../secrets/bench-...            (a new secret per request)
 #   update   PUT  .../secrets/bench-...            (a new version of an existing secret)
+#   floor    GET  /  of an nginx (1 worker, on the server's CPUs) answering 13 bytes over
+#            TLS with keep-alive: what any HTTPS answer costs on this machine, so that the
+#            latency the server adds to it can be read off (skipped without nginx)
 # each for BENCH_DURATION seconds (default 10) at each of BENCH_CONNECTIONS (default
 # "8 32"), wrk with 2 threads. Then reads the server's RSS after 2 s idle. Latencies are
 # wrk's (request written to answer read); "p99 in the server" is the p99 of the durations
 # the server logged for the same requests (from the request's head to its answer, inside
-# the handler), which leaves out the TLS records, the sockets and the waits for a CPU.
+# the handler), which leaves out the TLS records, the sockets and the waits for a CPU;
+# "p99 over the floor" is wrk's p99 minus the floor's at the same connections.
 #
 # Usage: bench/secrets.sh            Prints a Markdown table on stdout, wrk's output on
 #                                    stderr. About 90 s once the binary is built.
@@ -19,7 +23,7 @@
 #   BENCH_STORE        a postgres:// URL to run on PostgreSQL: an empty database, made anew
 #                      for each run (its root key is sealed by the run's data directory,
 #                      which is deleted at the end); default: SQLite in the data directory
-#   BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WORKLOADS (default "read encrypt create update")
+#   BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WORKLOADS (default "floor read encrypt create update")
 #   BENCH_KEEP=1       keep the data directory and the server log (path on stderr)
 #   BENCH_READY_TRIES  how many 10 ms waits for the server to answer (default 1000; raise it
 #                      for a server under valgrind or perf)
@@ -32,7 +36,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${BENCH_DURATION:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-"8 32"}
-WORKLOADS=${BENCH_WORKLOADS:-"read encrypt create update"}
+WORKLOADS=${BENCH_WORKLOADS:-"floor read encrypt create update"}
 THREADS=2
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target-bench}
 
@@ -52,7 +56,12 @@ fi
 WORK=$(mktemp -d -p /var/tmp gantry-bench-secrets.XXXXXX)
 DATA="$WORK/data"
 PID=
+FLOOR_PID=
 cleanup() {
+  if [ -n "$FLOOR_PID" ]; then
+    kill "$FLOOR_PID" 2>/dev/null || true
+    wait "$FLOOR_PID" 2>/dev/null || true
+  fi
   if [ -n "$PID" ]; then
     kill "$PID" 2>/dev/null || true
     wait "$PID" 2>/dev/null || true
@@ -98,6 +107,52 @@ if [ -z "$ready" ]; then
   exit 1
 fi
 
+# The floor: nginx answering a static 13 bytes over TLS (the same wrk, the same CPUs as
+# the server, one worker), so the table shows what the machine itself adds to a round trip.
+FLOOR_URL=
+if [[ " $WORKLOADS " == *" floor "* ]]; then
+  if command -v nginx >/dev/null && command -v openssl >/dev/null; then
+    mkdir -p "$WORK/floor"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=floor \
+      -keyout "$WORK/floor/key.pem" -out "$WORK/floor/cert.pem" 2>/dev/null
+    FLOOR_PORT=$((PORT + 1))
+    cat >"$WORK/floor/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $WORK/floor/nginx.pid;
+error_log $WORK/floor/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/floor/body;
+  proxy_temp_path $WORK/floor/proxy;
+  fastcgi_temp_path $WORK/floor/fastcgi;
+  uwsgi_temp_path $WORK/floor/uwsgi;
+  scgi_temp_path $WORK/floor/scgi;
+  keepalive_requests 1000000;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:1m;
+  server {
+    listen 127.0.0.1:$FLOOR_PORT ssl;
+    ssl_certificate $WORK/floor/cert.pem;
+    ssl_certificate_key $WORK/floor/key.pem;
+    location / { return 200 "hello, world\n"; }
+  }
+}
+EOF
+    "${SERVER_CPU[@]}" nginx -e "$WORK/floor/error.log" -p "$WORK/floor" -c "$WORK/floor/nginx.conf" \
+      >"$WORK/floor/stdout.log" 2>&1 &
+    FLOOR_PID=$!
+    for _ in $(seq 1 500); do
+      curl -fsSk "https://127.0.0.1:$FLOOR_PORT/" >/dev/null 2>&1 && FLOOR_URL="https://127.0.0.1:$FLOOR_PORT/" && break
+      sleep 0.01
+    done
+    [ -n "$FLOOR_URL" ] || echo "nginx for the floor did not start; row skipped" >&2
+  else
+    echo "nginx or openssl missing (apt-get install -y nginx openssl): floor row skipped" >&2
+  fi
+fi
+
 # Set-up: tenant and environment with the CLI, the KMS key and the secret with the API.
 export GANTRY_SERVER=$API GANTRY_TOKEN=@$DATA/admin.token GANTRY_CA=$DATA/ca.pem
 "$BIN" tenant create acme >/dev/null
@@ -124,6 +179,7 @@ describe() {
     encrypt) echo "KMS encrypt (11 bytes)" ;;
     create) echo "secret write, new secret" ;;
     update) echo "secret write, new version" ;;
+    floor) echo "floor: nginx, static 13 bytes over TLS" ;;
   esac
 }
 
@@ -133,6 +189,7 @@ log_match() {
     read) echo "method=GET path=/v1/tenants/acme/environments/staging/secrets/db-password/value " ;;
     encrypt) echo "method=POST path=/v1/tenants/acme/environments/staging/keys/payments/encrypt " ;;
     create | update) echo "method=PUT path=/v1/tenants/acme/environments/staging/secrets/bench-" ;;
+    *) echo "no such line" ;;
   esac
 }
 # p99 of the durations the server logged (request read to answer ready, inside the handler)
@@ -144,18 +201,27 @@ server_p99() {
 }
 
 ROWS=() MORE=()
+declare -A FLOOR_P99
 for mode in $WORKLOADS; do
+  url="$ENV_URL/"
+  if [ "$mode" = floor ]; then
+    [ -n "$FLOOR_URL" ] || continue
+    url=$FLOOR_URL
+  fi
   for c in $CONNECTIONS; do
     echo "== $mode, $c connections, ${DURATION}s" >&2
     log_from=$(wc -l <"$WORK/gantry.log")
     out=$(BENCH_MODE=$mode BENCH_TOKEN=$TOKEN BENCH_RUN="c$c" \
       timeout $((DURATION + 30)) "${WRK_CPU[@]}" wrk -t"$((c < THREADS ? c : THREADS))" -c"$c" -d"${DURATION}s" --timeout 5s \
-      --latency -s "$ROOT/bench/secrets.lua" "$ENV_URL/")
+      --latency -s "$ROOT/bench/secrets.lua" "$url")
     echo "$out" >&2
     read -r _ n dur p50 p99 max status_err sock_err <<<"$(grep '^BENCH_RESULT' <<<"$out")"
     rps=$(awk -v n="$n" -v d="$dur" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
     sleep 0.5 # the log thread writes the last lines
-    ROWS+=("| $(describe "$mode") | $c | $rps | $(ms "$p50") | $(ms "$p99") | $(server_p99 "$mode" "$log_from") | $(ms "$max") | $((status_err + sock_err)) |")
+    [ "$mode" = floor ] && FLOOR_P99[$c]=$p99
+    over=-
+    [ "$mode" != floor ] && [ -n "${FLOOR_P99[$c]:-}" ] && over=$(ms $((p99 - FLOOR_P99[$c])))
+    ROWS+=("| $(describe "$mode") | $c | $rps | $(ms "$p50") | $(ms "$p99") | $over | $(server_p99 "$mode" "$log_from") | $(ms "$max") | $((status_err + sock_err)) |")
     if [ -n "${BENCH_PERCENTILES:-}" ]; then
       MORE+=("$(describe "$mode"), $c connections: $(grep '^BENCH_PERCENTILES' <<<"$out" |
         cut -d' ' -f2- | awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); printf "%s%s %.2f ms", (i > 1 ? ", " : ""), kv[1], kv[2] / 1000 } }')")
@@ -171,8 +237,8 @@ STORE_DESC=$(curl -fsS --cacert "$DATA/ca.pem" -H "authorization: Bearer $TOKEN"
 
 echo "store: ${STORE_DESC:-?}; wrk -t$THREADS, ${DURATION} s per run, HTTP/1.1 keep-alive over TLS${SERVER_CPU[*]:+; server on CPU ${SERVER_CPU[2]}, wrk on CPU ${WRK_CPU[2]}}"
 echo
-echo "| workload | connections | requests/s | p50 | p99 | p99 in the server | max | errors |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| workload | connections | requests/s | p50 | p99 | p99 over the floor | p99 in the server | max | errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 if [ ${#MORE[@]} -gt 0 ]; then
   echo
