@@ -163,6 +163,7 @@ impl Checkpointer {
         std::thread::Builder::new()
             .name("store-ckpt".into())
             .spawn(move || {
+                background_priority();
                 // Ends when the writer (the only sender) drops its `Checkpointer`.
                 while rx.recv().is_ok() {
                     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
@@ -182,6 +183,22 @@ impl Checkpointer {
             self.appended = 0;
             // Full: a checkpoint is pending already and will copy these pages too.
             let _ = self.wake.try_send(());
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10, this thread only: Linux applies
+/// `setpriority` to a thread id), so that copying the log never keeps a thread that answers
+/// requests waiting for a CPU, as RocksDB lowers its compaction threads'. Nothing waits on
+/// the checkpoint thread: the writer's own checkpoint bounds the log if it falls behind.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::debug!(error = %e, "cannot lower the checkpoint thread's priority");
         }
     }
 }

@@ -40,3 +40,35 @@ async fn the_log_is_copied_into_the_database_while_the_store_runs() {
     assert!(report.intact, "{report:?}");
     assert_eq!(report.events, 600);
 }
+
+/// The checkpoint thread copies the log at a lower CPU priority than the threads that
+/// answer requests (nice 10), so a copy never keeps an answer waiting for a CPU.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_checkpoint_thread_runs_at_a_lower_priority() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("gantry.db");
+    let _store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open");
+    // Every store of this test process has its own checkpoint thread; all must be niced.
+    let mut niced = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let path = task.expect("task").path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() != "store-ckpt" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the command name's closing parenthesis; nice is field 19 of stat.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let nice: i32 = rest
+            .split_whitespace()
+            .nth(16)
+            .and_then(|f| f.parse().ok())
+            .expect("nice");
+        niced.push(nice);
+    }
+    assert!(!niced.is_empty(), "no store-ckpt thread");
+    assert!(niced.iter().all(|n| *n == 10), "nice values {niced:?}");
+}
