@@ -31,6 +31,8 @@
 #   BENCH_DURATION     seconds per measured run (default 10)
 #   BENCH_ROUNDS       runs of each target at each load, taking turns; the report gives
 #                      the median run and the range of requests/s (default 3)
+#   BENCH_LOADS        which loads to run (default all: "http-saturation http-moderate
+#                      http-light https-saturation https-moderate own-core one-core")
 #   BENCH_GANTRY_ARGS  extra `gantry up` arguments. By default, when the binary has
 #                      `--access-log`, it runs with `--access-log off` (nginx and HAProxy
 #                      log nothing either); BENCH_GANTRY_ARGS="--access-log on" measures it.
@@ -45,6 +47,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
+LOADS=${BENCH_LOADS:-"http-saturation http-moderate http-light https-saturation https-moderate own-core one-core"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target-bench}
 
 # nginx, HAProxy and wrk from Debian when missing. The script runs its own instances with
@@ -468,11 +471,12 @@ measure() { # LOAD THREADS CONNECTIONS SCRIPT TARGETS...
     OTHER[$load,$t]=${RUNS[OTHER,$load,$t]}
   done
 }
-measure saturation 2 64 "$WORK/report.lua" $TARGETS
-measure moderate 1 8 "$WORK/report.lua" $TARGETS
-measure light 1 8 "$WORK/light.lua" $TARGETS
-measure saturation 2 64 "$WORK/report.lua" $TLS_TARGETS
-measure moderate 1 8 "$WORK/report.lua" $TLS_TARGETS
+wants() { [[ " $LOADS " == *" $1 "* ]]; }
+wants http-saturation && measure saturation 2 64 "$WORK/report.lua" $TARGETS
+wants http-moderate && measure moderate 1 8 "$WORK/report.lua" $TARGETS
+wants http-light && measure light 1 8 "$WORK/light.lua" $TARGETS
+wants https-saturation && measure saturation 2 64 "$WORK/report.lua" $TLS_TARGETS
+wants https-moderate && measure moderate 1 8 "$WORK/report.lua" $TLS_TARGETS
 PEAK_RSS=$(rss_kb "$GANTRY_PID" VmHWM)
 sleep 2
 AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
@@ -484,7 +488,7 @@ AFTER_RSS=$(rss_kb "$GANTRY_PID" VmRSS)
 # wake-ups per request than the direct path); on one core no wake-up crosses vCPUs, and
 # what is added to the p99 is the proxy's.
 PINNED=
-if [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
+if [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null && { wants own-core || wants one-core; }; then
   pin_tree() { # PID MASK: the process, its threads and its children's, onto the CPUs of MASK
     local p
     for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
@@ -497,13 +501,17 @@ if [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
   WRK_ALL=("${WRK[@]}")
   for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p" 2; done
   WRK=(taskset -c 0 "${WRK_ALL[@]}")
-  measure split-saturation 1 64 "$WORK/report.lua" $TARGETS
-  measure split-saturation 1 64 "$WORK/report.lua" $TLS_TARGETS
+  if wants own-core; then
+    measure split-saturation 1 64 "$WORK/report.lua" $TARGETS
+    measure split-saturation 1 64 "$WORK/report.lua" $TLS_TARGETS
+  fi
   for p in "$UP_PID" "$NGX_PID" "$HAP_PID" "$GANTRY_PID"; do pin_tree "$p" 1; done
-  PINNED=1
-  measure one-core-moderate 1 8 "$WORK/report.lua" $TARGETS
-  measure one-core-light 1 8 "$WORK/light.lua" $TARGETS
-  measure one-core-moderate 1 8 "$WORK/report.lua" $TLS_TARGETS
+  if wants one-core; then
+    PINNED=1
+    measure one-core-moderate 1 8 "$WORK/report.lua" $TARGETS
+    measure one-core-light 1 8 "$WORK/light.lua" $TARGETS
+    measure one-core-moderate 1 8 "$WORK/report.lua" $TLS_TARGETS
+  fi
 fi
 
 # --- report -----------------------------------------------------------------------------------
@@ -517,17 +525,23 @@ rps_cell() { # LOAD TARGET: the median requests/s, and the range over the rounds
     echo "${RPS[$1,$2]}"
   fi
 }
-table() { # LOAD DESCRIPTION [TARGETS]
+table() { # LOAD DESCRIPTION [TARGETS]: nothing when that load was not run (BENCH_LOADS)
   local load=$1 t ratio added cpu
+  [ -n "${RPS[$load,$(awk '{ print $NF }' <<<"${3:-$TARGETS}")]:-}" ] || return 0
   echo "$2"
   echo
   echo "| target | requests/s (median; range) | p50 | p99 | req/s vs direct | added p99 vs direct | CPU per request | errors | other load |"
   echo "|---|---|---|---|---|---|---|---|---|"
   for t in ${3:-$TARGETS}; do
+    [ -n "${RPS[$load,$t]:-}" ] || continue
     if [ "$t" = direct ]; then
       ratio="1.00"
       added="—"
       cpu="${CPU[$load,$t]} µs (upstream)"
+    elif [ -z "${RPS[$load,direct]:-}" ]; then
+      ratio="—"
+      added="—"
+      cpu="${CPU[$load,$t]} µs"
     else
       # Over HTTPS too, "direct" is the upstream's plain HTTP at the same load.
       ratio=$(awk -v a="${RPS[$load,$t]}" -v b="${RPS[$load,direct]}" 'BEGIN { printf "%.2f", a / b }')
@@ -543,17 +557,21 @@ echo
 table saturation "Saturation: wrk -t2 -c64 -d${DURATION}s --latency"
 table moderate "Moderate load: wrk -t1 -c8 -d${DURATION}s --latency (closed loop: still saturates the CPUs)"
 table light "Light load: wrk -t1 -c8 -d${DURATION}s --latency, 1 ms pause before each request on each connection"
-echo "HTTPS (ratios and added p99 against the upstream reached directly over plain HTTP at the same load):"
-echo
-for t in $TLS_TARGETS; do echo "- ${t%-tls}: ${TLS_INFO[$t]}"; done
-echo
+if [ -n "${RPS[saturation,gantry-tls]:-}${RPS[moderate,gantry-tls]:-}" ]; then
+  echo "HTTPS (ratios and added p99 against the upstream reached directly over plain HTTP at the same load):"
+  echo
+  for t in $TLS_TARGETS; do echo "- ${t%-tls}: ${TLS_INFO[$t]}"; done
+  echo
+fi
 table saturation "HTTPS saturation: wrk -t2 -c64 -d${DURATION}s --latency" "direct $TLS_TARGETS"
 table moderate "HTTPS moderate load: wrk -t1 -c8 -d${DURATION}s --latency" "direct $TLS_TARGETS"
-if [ -n "$PINNED" ]; then
+if [ -n "${RPS[split-saturation,gantry]:-}" ]; then
   echo "wrk on a core of its own: wrk on CPU 0; the upstream and the proxy on CPU 1"
   echo
   table split-saturation "Own core, saturation: wrk -t1 -c64 -d${DURATION}s --latency"
   table split-saturation "Own core, HTTPS saturation: wrk -t1 -c64 -d${DURATION}s --latency" "direct $TLS_TARGETS"
+fi
+if [ -n "$PINNED" ]; then
   echo "Latency on one core: wrk, the upstream and the proxy all on CPU 0 (no wake-up crosses vCPUs)"
   echo
   table one-core-moderate "One core, moderate load: wrk -t1 -c8 -d${DURATION}s --latency"
@@ -563,6 +581,6 @@ fi
 echo "| gantry memory | value |"
 echo "|---|---|"
 echo "| idle RSS (route set, before any load) | $((IDLE_RSS / 1024)) MB |"
-echo "| RSS under load (halfway through the saturation run) | $((LOAD_RSS / 1024)) MB |"
+echo "| RSS under load (halfway through the saturation run) | $((${LOAD_RSS:-0} / 1024)) MB |"
 echo "| peak RSS (VmHWM) | $((PEAK_RSS / 1024)) MB |"
 echo "| RSS 2 s after the last run | $((AFTER_RSS / 1024)) MB |"
