@@ -31,6 +31,10 @@
 #   BENCH_DURATION     seconds per measured run (default 10)
 #   BENCH_ROUNDS       runs of each target at each load, taking turns; the report gives
 #                      the median run and the range of requests/s (default 3)
+#   BENCH_PIN=1        each proxy's two workers pinned one per CPU: gantry
+#                      `--edge-cpu-affinity auto`, nginx `worker_cpu_affinity auto`,
+#                      HAProxy `cpu-map auto:1/1-2 0-1` (the upstream and wrk stay unpinned;
+#                      the own-core and one-core loads re-pin everything as before)
 #   BENCH_LOADS        which loads to run (default all: "http-saturation http-moderate
 #                      http-light https-saturation https-moderate own-core one-core")
 #   BENCH_GANTRY_ARGS  extra `gantry up` arguments. By default, when the binary has
@@ -47,6 +51,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
+PIN=${BENCH_PIN:-0}
 LOADS=${BENCH_LOADS:-"http-saturation http-moderate http-light https-saturation https-moderate own-core one-core"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/gantry-target-bench}
 
@@ -161,6 +166,7 @@ wait_hello "the upstream" "http://127.0.0.1:$P_UP/"
 # --- nginx as reverse proxy: 2 workers, keep-alive upstream pool -------------------------
 {
   echo "worker_processes 2;"
+  [ "$PIN" = 1 ] && echo "worker_cpu_affinity auto;"
   nginx_common "$WORK/ngx"
   echo "http {"
   nginx_http_common "$WORK/ngx"
@@ -203,6 +209,7 @@ wait_hello "nginx (proxy, HTTPS)" $(tls_curl "$P_NGX_TLS")
 cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 2
+$([ "$PIN" = 1 ] && echo "  cpu-map auto:1/1-2 0-1")
   maxconn 4000
   ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
   ssl-default-bind-curves X25519:P-256
@@ -239,6 +246,7 @@ elif "$BIN" up --help 2>/dev/null | grep -q -- --access-log; then
 else
   GANTRY_ARGS=()
 fi
+[ "$PIN" = 1 ] && GANTRY_ARGS+=(--edge-cpu-affinity auto)
 "$BIN" up --data "$DATA" --api "127.0.0.1:$P_API" --http "127.0.0.1:$P_GANTRY" \
   --https "127.0.0.1:$P_GANTRY_TLS" --internal off \
   --log-format json "${GANTRY_ARGS[@]}" >"$WORK/gantry.log" 2>&1 &
@@ -552,7 +560,7 @@ table() { # LOAD DESCRIPTION [TARGETS]: nothing when that load was not run (BENC
   done
   echo
 }
-echo "$(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), gantry $("$BIN" --version 2>/dev/null | awk '{print $2}')${GANTRY_ARGS[*]:+ (${GANTRY_ARGS[*]})}; ${DURATION} s per run, $ROUNDS rounds (each cell: the median run; p50, p99 and CPU the medians too)"
+echo "$(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}'), gantry $("$BIN" --version 2>/dev/null | awk '{print $2}')${GANTRY_ARGS[*]:+ (${GANTRY_ARGS[*]})}; ${DURATION} s per run, $ROUNDS rounds (each cell: the median run; p50, p99 and CPU the medians too)$([ "$PIN" = 1 ] && echo "; every proxy's workers pinned one per CPU")"
 echo
 table saturation "Saturation: wrk -t2 -c64 -d${DURATION}s --latency"
 table moderate "Moderate load: wrk -t1 -c8 -d${DURATION}s --latency (closed loop: still saturates the CPUs)"

@@ -655,6 +655,11 @@ pub struct EdgeListen {
     /// JSON access log lines of the edge, one per routed request (`on` or `off`)
     #[arg(long, env = "GANTRY_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
     pub access_log: String,
+    /// Where the edge's worker threads run: `off` (the scheduler places them) or `auto`
+    /// (worker i of each listener pinned to the i-th CPU the process may run on, as nginx's
+    /// `worker_cpu_affinity auto`; for machines whose cores the edge does not share)
+    #[arg(long, env = "GANTRY_EDGE_CPU_AFFINITY", default_value = "off", value_parser = ["off", "auto"])]
+    pub edge_cpu_affinity: String,
 }
 
 /// `gantry edge`: the edge alone, serving what a control plane (`--server`, `--token`,

@@ -50,6 +50,9 @@ pub struct EdgeConfig {
     pub poll: Duration,
     /// JSON access logs (tracing target `gantry::access`), one line per routed request.
     pub access_log: bool,
+    /// Each listener's worker `i` pinned to the `i`-th CPU the process may run on
+    /// (`--edge-cpu-affinity auto`); otherwise the scheduler places them.
+    pub pin_workers: bool,
 }
 
 /// A running edge.
@@ -131,6 +134,7 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
                 Some(addr),
                 &public,
                 Some(https_tls.clone()),
+                cfg.pin_workers,
                 &rx,
                 &mut tasks,
             )
@@ -141,8 +145,9 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     if let Some(a) = public_https {
         public.redirect_to_https(a.port());
     }
-    let public_http = listen(cfg.public_http, &public, None, &rx, &mut tasks).await?;
-    let internal = listen(cfg.internal, &internal_proxy, None, &rx, &mut tasks).await?;
+    let pin = cfg.pin_workers;
+    let public_http = listen(cfg.public_http, &public, None, pin, &rx, &mut tasks).await?;
+    let internal = listen(cfg.internal, &internal_proxy, None, pin, &rx, &mut tasks).await?;
     let seen = Seen {
         routes: generations.routes,
         certs: if loaded.is_some() {
@@ -195,6 +200,7 @@ async fn listen(
     addr: Option<SocketAddr>,
     proxy: &Arc<Proxy>,
     tls: Option<Arc<proxy::TlsConfig>>,
+    pin: bool,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Option<SocketAddr>, EdgeError> {
@@ -203,8 +209,14 @@ async fn listen(
     let bind_error = |source| EdgeError::Bind { addr, source };
     let listeners = proxy::bind_workers(addr, workers).map_err(bind_error)?;
     let local = listeners[0].local_addr().map_err(bind_error)?;
+    let placement = if pin {
+        proxy::Placement::pinned()
+    } else {
+        proxy::Placement::Float
+    };
+    let drain = Duration::from_secs(10);
     let workers = proxy
-        .spawn_workers(listeners, tls, stop.clone(), Duration::from_secs(10))
+        .spawn_workers_placed(listeners, tls, stop.clone(), drain, placement)
         .map_err(bind_error)?;
     tasks.push(tokio::spawn(workers.join()));
     Ok(Some(local))

@@ -186,6 +186,7 @@ fn edge_config(l: &EdgeListen, poll: std::time::Duration) -> edge::EdgeConfig {
         internal: l.internal.0,
         poll,
         access_log: l.access_log == "on",
+        pin_workers: l.edge_cpu_affinity == "auto",
     }
 }
 

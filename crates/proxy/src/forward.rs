@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+
+use crate::placement::Placement;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -219,6 +221,18 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) -> std::io::Result<Workers> {
+        self.spawn_workers_placed(listeners, tls, shutdown, drain, Placement::Float)
+    }
+
+    /// `spawn_workers`, with the worker threads placed as `placement` says.
+    pub fn spawn_workers_placed(
+        self: &Arc<Self>,
+        listeners: Vec<std::net::TcpListener>,
+        tls: Option<Arc<TlsConfig>>,
+        shutdown: watch::Receiver<bool>,
+        drain: Duration,
+        placement: Placement,
+    ) -> std::io::Result<Workers> {
         let accepted: Arc<[AtomicU64]> = listeners.iter().map(|_| AtomicU64::new(0)).collect();
         let mut done = Vec::with_capacity(listeners.len());
         let (balance, inboxes) = Balance::new(listeners.len());
@@ -230,9 +244,13 @@ impl Proxy {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let (proxy, tls, shutdown) = (self.clone(), tls.clone(), shutdown.clone());
             let (accepted, balance) = (accepted.clone(), balance.clone());
+            let cpu = placement.cpu_for(i);
             std::thread::Builder::new()
                 .name(format!("gantry-edge-{i}"))
                 .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        crate::placement::pin_current_thread(cpu);
+                    }
                     rt.block_on(async move {
                         let listener = match TcpListener::from_std(listener) {
                             Ok(l) => l,

@@ -14,6 +14,7 @@ mod forward;
 mod h1;
 pub mod health;
 pub mod metrics;
+pub mod placement;
 mod pool;
 mod rng;
 mod snapshot;
@@ -26,4 +27,5 @@ pub use forward::{
 };
 pub use health::HealthCheck;
 pub use metrics::RouteStats;
+pub use placement::Placement;
 pub use snapshot::{Endpoint, HeaderRules, PathMatch, Route, RouteTable, Upstream};

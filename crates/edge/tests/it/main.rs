@@ -111,6 +111,7 @@ async fn setup() -> Setup {
         internal: Some("127.0.0.1:0".parse().unwrap()),
         poll: Duration::from_millis(20),
         access_log: true,
+        pin_workers: false,
     };
     let keyring = Arc::new(
         secrets::Keyring::open(

@@ -365,3 +365,87 @@ fn audit_verify_names_the_tampered_event() {
     assert!(err.contains("event 5") && err.contains("removed"), "{err}");
     g.stop();
 }
+
+/// The CPUs a `/proc/.../status` file allows (`Cpus_allowed_list`, e.g. `0-1,3`).
+fn cpus_allowed(status: &std::path::Path) -> Vec<usize> {
+    let text = std::fs::read_to_string(status).unwrap_or_default();
+    let list = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// Each edge worker thread's number and allowed CPUs.
+fn edge_workers(pid: u32) -> Vec<(usize, Vec<usize>)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if let Some(i) = comm.trim().strip_prefix("gantry-edge-") {
+            out.push((i.parse().unwrap(), cpus_allowed(&path.join("status"))));
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn edge_workers_are_pinned_one_per_cpu_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    // By default the scheduler places them: every worker may run on every allowed CPU.
+    let g = Gantry::start(&dir.path().join("a"), None);
+    let allowed = cpus_allowed(&std::path::PathBuf::from(format!(
+        "/proc/{}/status",
+        g.child.id()
+    )));
+    assert!(!allowed.is_empty());
+    let workers = edge_workers(g.child.id());
+    // HTTPS, HTTP and internal listeners, one worker per allowed CPU each.
+    assert_eq!(workers.len(), 3 * allowed.len(), "{workers:?}");
+    assert!(
+        workers.iter().all(|(_, cpus)| *cpus == allowed),
+        "{workers:?}"
+    );
+    g.stop();
+
+    let g = Gantry::start_with(
+        &dir.path().join("b"),
+        None,
+        &["--edge-cpu-affinity", "auto"],
+        &[],
+    );
+    let workers = edge_workers(g.child.id());
+    assert_eq!(workers.len(), 3 * allowed.len(), "{workers:?}");
+    for (i, cpus) in &workers {
+        assert_eq!(
+            *cpus,
+            vec![allowed[i % allowed.len()]],
+            "worker {i}: {workers:?}"
+        );
+    }
+    g.stop();
+
+    // A value it does not know is refused with the flag's name, before anything starts.
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["up", "--edge-cpu-affinity", "sometimes"])
+        .args(["--data", &dir.path().join("c").display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--edge-cpu-affinity"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("c").exists());
+}
