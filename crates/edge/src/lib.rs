@@ -125,6 +125,12 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     public.serve_acme_challenges(Box::new(move |token| challenges.challenge(token)));
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    // Every listener's workers are placed alike.
+    let placement = if cfg.pin_workers {
+        proxy::Placement::pinned()
+    } else {
+        proxy::Placement::Float
+    };
     let policy = effective_policy(generations.https_policy, cfg.https_policy);
     let https_tls =
         proxy::TlsConfig::new(tls::server_config_with_resolver(policy, resolver.clone())?);
@@ -134,7 +140,7 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
                 Some(addr),
                 &public,
                 Some(https_tls.clone()),
-                cfg.pin_workers,
+                &placement,
                 &rx,
                 &mut tasks,
             )
@@ -145,9 +151,16 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     if let Some(a) = public_https {
         public.redirect_to_https(a.port());
     }
-    let pin = cfg.pin_workers;
-    let public_http = listen(cfg.public_http, &public, None, pin, &rx, &mut tasks).await?;
-    let internal = listen(cfg.internal, &internal_proxy, None, pin, &rx, &mut tasks).await?;
+    let public_http = listen(cfg.public_http, &public, None, &placement, &rx, &mut tasks).await?;
+    let internal = listen(
+        cfg.internal,
+        &internal_proxy,
+        None,
+        &placement,
+        &rx,
+        &mut tasks,
+    )
+    .await?;
     let seen = Seen {
         routes: generations.routes,
         certs: if loaded.is_some() {
@@ -200,7 +213,7 @@ async fn listen(
     addr: Option<SocketAddr>,
     proxy: &Arc<Proxy>,
     tls: Option<Arc<proxy::TlsConfig>>,
-    pin: bool,
+    placement: &proxy::Placement,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Option<SocketAddr>, EdgeError> {
@@ -209,14 +222,9 @@ async fn listen(
     let bind_error = |source| EdgeError::Bind { addr, source };
     let listeners = proxy::bind_workers(addr, workers).map_err(bind_error)?;
     let local = listeners[0].local_addr().map_err(bind_error)?;
-    let placement = if pin {
-        proxy::Placement::pinned()
-    } else {
-        proxy::Placement::Float
-    };
     let drain = Duration::from_secs(10);
     let workers = proxy
-        .spawn_workers_placed(listeners, tls, stop.clone(), drain, placement)
+        .spawn_workers_placed(listeners, tls, stop.clone(), drain, placement.clone())
         .map_err(bind_error)?;
     tasks.push(tokio::spawn(workers.join()));
     Ok(Some(local))

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-
-use crate::placement::Placement;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -32,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::accept::{Accept, Balance, WorkerListener};
 use crate::capped::Capped;
+use crate::placement::Placement;
 use crate::pool::{Checkin, Pool, SendError, UpBody, UpstreamBody};
 use crate::snapshot::{Endpoint, Route, RouteTable, Upstream};
 
