@@ -434,6 +434,10 @@ run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
   ERR[$load,$t]=$((se + ke))
   # microseconds of CPU per request, the whole process tree of the target
   CPU[$load,$t]=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+  # Where the machine's CPU per request went (stderr): a proxy that saves CPU can still lose
+  # at saturation on shared cores if wrk or the upstream spend more per request with it.
+  awk -v c=$((c1 - c0)) -v w=$((w1 - w0)) -v u=$((u1 - u0)) -v hz="$HZ" -v n="$n" -v t="$t" -v l="$load" \
+    'BEGIN { f = 1e6 / hz / n; printf "cpu per request: %s %s: target %.1f us, wrk %.1f us, upstream %.1f us\n", l, t, c * f, w * f, u * f }' >&2
   # Noise: what the machine spent busy beyond wrk, the upstream and the target, in cores.
   other=$((b1 - b0 - (w1 - w0) - (u1 - u0)))
   [ "$t" != direct ] && other=$((other - (c1 - c0)))
