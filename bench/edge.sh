@@ -21,7 +21,8 @@
 # moderate and light again (HTTPS: moderate) with wrk, the upstream and every proxy moved
 # onto one core (taskset), where no wake-up crosses vCPUs. All requests carry `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
 # load (halfway through the saturation run, and the peak), and the CPU time each proxy
-# process tree spends per request (from /proc/PID/stat).
+# process tree spends per request (from /proc/PID/stat); on stderr, each run's CPU per
+# request also for wrk and the upstream ("cpu per request: ...").
 #
 # Usage: bench/edge.sh     Prints Markdown tables on stdout, wrk's and the set-up's output
 #                          on stderr. About 5 minutes per round once the binary is built.
