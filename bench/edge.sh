@@ -22,7 +22,7 @@
 # onto one core (taskset), where no wake-up crosses vCPUs. All requests carry `Host: bench.test`. Also reads gantry's RSS idle (routes set, before any load) and under
 # load (halfway through the saturation run, and the peak), and the CPU time each proxy
 # process tree spends per request (from /proc/PID/stat); on stderr, each run's CPU per
-# request also for wrk and the upstream ("cpu per request: ...").
+# request also for wrk, the upstream and the whole machine ("cpu per request: ...").
 #
 # Usage: bench/edge.sh     Prints Markdown tables on stdout, wrk's and the set-up's output
 #                          on stderr. About 5 minutes per round once the binary is built.
@@ -437,8 +437,8 @@ run() { # LOAD TARGET THREADS CONNECTIONS SCRIPT
   CPU[$load,$t]=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
   # Where the machine's CPU per request went (stderr): a proxy that saves CPU can still lose
   # at saturation on shared cores if wrk or the upstream spend more per request with it.
-  awk -v c=$((c1 - c0)) -v w=$((w1 - w0)) -v u=$((u1 - u0)) -v hz="$HZ" -v n="$n" -v t="$t" -v l="$load" \
-    'BEGIN { f = 1e6 / hz / n; printf "cpu per request: %s %s: target %.1f us, wrk %.1f us, upstream %.1f us\n", l, t, c * f, w * f, u * f }' >&2
+  awk -v c=$((c1 - c0)) -v w=$((w1 - w0)) -v u=$((u1 - u0)) -v b=$((b1 - b0)) -v hz="$HZ" -v n="$n" -v t="$t" -v l="$load" \
+    'BEGIN { f = 1e6 / hz / n; printf "cpu per request: %s %s: target %.1f us, wrk %.1f us, upstream %.1f us, whole machine %.1f us\n", l, t, c * f, w * f, u * f, b * f }' >&2
   # Noise: what the machine spent busy beyond wrk, the upstream and the target, in cores.
   other=$((b1 - b0 - (w1 - w0) - (u1 - u0)))
   [ "$t" != direct ] && other=$((other - (c1 - c0)))
