@@ -224,7 +224,7 @@ async fn listen(
     let local = listeners[0].local_addr().map_err(bind_error)?;
     let drain = Duration::from_secs(10);
     let workers = proxy
-        .spawn_workers_placed(listeners, tls, stop.clone(), drain, placement.clone())
+        .spawn_workers(listeners, tls, stop.clone(), drain, placement.clone())
         .map_err(bind_error)?;
     tasks.push(tokio::spawn(workers.join()));
     Ok(Some(local))

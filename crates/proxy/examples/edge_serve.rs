@@ -56,7 +56,13 @@ fn main() {
                 proxy::TlsConfig::new(cfg)
             });
         let w = proxy
-            .spawn_workers(listeners, tls, rx, Duration::from_secs(1))
+            .spawn_workers(
+                listeners,
+                tls,
+                rx,
+                Duration::from_secs(1),
+                proxy::Placement::Float,
+            )
             .expect("workers");
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let _ = stop.send(true);

@@ -212,19 +212,10 @@ impl Proxy {
     /// single-threaded runtime with its own upstream connection pools, so that a request is
     /// accepted, forwarded and answered on one thread, as nginx's workers do; a new
     /// connection goes to the worker with the fewest open (`accept::Balance`). Each worker
-    /// stops as `serve` does when `shutdown` turns true; `Workers::join` waits for all.
+    /// stops as `serve` does when `shutdown` turns true; `Workers::join` waits for all. The
+    /// worker threads run where `placement` says (`Placement::Float`: where the scheduler
+    /// puts them).
     pub fn spawn_workers(
-        self: &Arc<Self>,
-        listeners: Vec<std::net::TcpListener>,
-        tls: Option<Arc<TlsConfig>>,
-        shutdown: watch::Receiver<bool>,
-        drain: Duration,
-    ) -> std::io::Result<Workers> {
-        self.spawn_workers_placed(listeners, tls, shutdown, drain, Placement::Float)
-    }
-
-    /// `spawn_workers`, with the worker threads placed as `placement` says.
-    pub fn spawn_workers_placed(
         self: &Arc<Self>,
         listeners: Vec<std::net::TcpListener>,
         tls: Option<Arc<TlsConfig>>,

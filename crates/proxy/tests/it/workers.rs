@@ -39,7 +39,9 @@ fn serve_on_workers(
     let listeners = proxy::bind_workers("127.0.0.1:0".parse().unwrap(), WORKERS).unwrap();
     let addr = listeners[0].local_addr().unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let workers = proxy.spawn_workers(listeners, None, rx, drain).unwrap();
+    let workers = proxy
+        .spawn_workers(listeners, None, rx, drain, proxy::Placement::Float)
+        .unwrap();
     (proxy, addr, stop, workers)
 }
 
@@ -67,7 +69,13 @@ async fn every_worker_runtime_serves_and_shares_the_snapshot() {
     }
     let (stop, rx) = tokio::sync::watch::channel(false);
     let workers = proxy
-        .spawn_workers(listeners, None, rx, Duration::from_secs(5))
+        .spawn_workers(
+            listeners,
+            None,
+            rx,
+            Duration::from_secs(5),
+            proxy::Placement::Float,
+        )
         .unwrap();
     let http = fresh_connections();
     // The kernel spreads connections over the sockets by their addresses: with a new
