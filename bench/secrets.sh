@@ -12,7 +12,8 @@
 # "1 8 32"), wrk with 2 threads. The same four workloads run against OpenBao (the open-source
 # fork of HashiCorp Vault: its KV v2 and transit engines, integrated Raft storage on the
 # same disk, a file audit device, TLS), started beside gantry on the same CPUs, each run
-# right after gantry's, so the two are compared on the same machine in the same minutes:
+# right after gantry's (the server not measured is stopped meanwhile), so the two are
+# compared on the same machine in the same minutes:
 #   read     GET  /v1/secret/data/db-password
 #   encrypt  POST /v1/transit/encrypt/payments
 #   create   POST /v1/secret/data/bench-...   (a new secret per request)
@@ -25,7 +26,7 @@
 # "p99 over the floor" is wrk's p99 minus the floor's at the same connections.
 #
 # Usage: bench/secrets.sh            Prints a Markdown table on stdout, wrk's output on
-#                                    stderr. About 90 s once the binary is built.
+#                                    stderr. About 5 minutes once the binaries are there.
 # Environment:
 #   CARGO_TARGET_DIR   default /var/tmp/gantry-target-bench
 #   BENCH_BIN          a gantry binary to use instead of building this tree
