@@ -247,10 +247,17 @@ EOF
       curl -fsS --max-time 10 --cacert "$PEER_DIR/cert.pem" -X "$1" -H "X-Vault-Token: $PEER_TOKEN" \
         ${3:+-d "$3"} "$PEER_API$2"
     }
-    for _ in $(seq 1 500); do
-      bao GET /v1/sys/seal-status >/dev/null 2>&1 && break
+    up=
+    for _ in $(seq 1 500); do # 10 s at most
+      bao GET /v1/sys/seal-status >/dev/null 2>&1 && up=1 && break
+      kill -0 "$PEER_PID" 2>/dev/null || break
       sleep 0.02
     done
+    if [ -z "$up" ]; then
+      echo "OpenBao did not start; its log:" >&2
+      cat "$PEER_DIR/server.log" >&2
+      exit 1
+    fi
     init=$(bao PUT /v1/sys/init '{"secret_shares":1,"secret_threshold":1}')
     unseal_key=$(sed -n 's/.*"keys_base64":\["\([^"]*\)".*/\1/p' <<<"$init")
     PEER_TOKEN=$(sed -n 's/.*"root_token":"\([^"]*\)".*/\1/p' <<<"$init")
