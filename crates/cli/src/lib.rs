@@ -660,6 +660,11 @@ pub struct EdgeListen {
     /// `worker_cpu_affinity auto`; for machines whose cores the edge does not share)
     #[arg(long, env = "GANTRY_EDGE_CPU_AFFINITY", default_value = "off", value_parser = ["off", "auto"])]
     pub edge_cpu_affinity: String,
+    /// Worker threads of each edge listener, 1-256 (default: one per CPU the process may
+    /// run on, as nginx's `worker_processes auto`). Each serves its connections from accept
+    /// to close; fewer workers than CPUs leave cores to the services on the same machine
+    #[arg(long, env = "GANTRY_EDGE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub edge_workers: Option<u16>,
 }
 
 /// `gantry edge`: the edge alone, serving what a control plane (`--server`, `--token`,

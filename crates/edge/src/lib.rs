@@ -53,6 +53,9 @@ pub struct EdgeConfig {
     /// Each listener's worker `i` pinned to the `i`-th CPU the process may run on
     /// (`--edge-cpu-affinity auto`); otherwise the scheduler places them.
     pub pin_workers: bool,
+    /// Worker threads per listener (`--edge-workers`); `None`: one per CPU the process may
+    /// run on.
+    pub workers: Option<usize>,
 }
 
 /// A running edge.
@@ -125,7 +128,10 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     public.serve_acme_challenges(Box::new(move |token| challenges.challenge(token)));
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    // Every listener's workers are placed alike.
+    // Every listener has as many workers, placed alike.
+    let workers = cfg
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let placement = if cfg.pin_workers {
         proxy::Placement::pinned()
     } else {
@@ -140,6 +146,7 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
                 Some(addr),
                 &public,
                 Some(https_tls.clone()),
+                workers,
                 &placement,
                 &rx,
                 &mut tasks,
@@ -151,11 +158,21 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     if let Some(a) = public_https {
         public.redirect_to_https(a.port());
     }
-    let public_http = listen(cfg.public_http, &public, None, &placement, &rx, &mut tasks).await?;
+    let public_http = listen(
+        cfg.public_http,
+        &public,
+        None,
+        workers,
+        &placement,
+        &rx,
+        &mut tasks,
+    )
+    .await?;
     let internal = listen(
         cfg.internal,
         &internal_proxy,
         None,
+        workers,
         &placement,
         &rx,
         &mut tasks,
@@ -207,18 +224,18 @@ fn entries(list: Vec<certs::ServedCert>) -> Vec<CertEntry> {
     list.into_iter().filter_map(entry).collect()
 }
 
-/// Binds `addr` (if any) once per core and serves `proxy` on it with one single-threaded
+/// Binds `addr` (if any) once per worker and serves `proxy` on it with one single-threaded
 /// worker runtime per socket (`Proxy::spawn_workers`); returns the bound address.
 async fn listen(
     addr: Option<SocketAddr>,
     proxy: &Arc<Proxy>,
     tls: Option<Arc<proxy::TlsConfig>>,
+    workers: usize,
     placement: &proxy::Placement,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Option<SocketAddr>, EdgeError> {
     let Some(addr) = addr else { return Ok(None) };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bind_error = |source| EdgeError::Bind { addr, source };
     let listeners = proxy::bind_workers(addr, workers).map_err(bind_error)?;
     let local = listeners[0].local_addr().map_err(bind_error)?;

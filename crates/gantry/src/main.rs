@@ -187,6 +187,7 @@ fn edge_config(l: &EdgeListen, poll: std::time::Duration) -> edge::EdgeConfig {
         poll,
         access_log: l.access_log == "on",
         pin_workers: l.edge_cpu_affinity == "auto",
+        workers: l.edge_workers.map(usize::from),
     }
 }
 

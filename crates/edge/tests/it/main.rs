@@ -112,6 +112,7 @@ async fn setup() -> Setup {
         poll: Duration::from_millis(20),
         access_log: true,
         pin_workers: false,
+        workers: None,
     };
     let keyring = Arc::new(
         secrets::Keyring::open(

@@ -400,6 +400,61 @@ fn edge_workers(pid: u32) -> Vec<(usize, Vec<usize>)> {
 
 #[cfg(target_os = "linux")]
 #[test]
+fn the_number_of_edge_workers_is_a_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start_with(
+        &dir.path().join("a"),
+        None,
+        &["--edge-workers", "3", "--edge-cpu-affinity", "auto"],
+        &[],
+    );
+    let allowed = cpus_allowed(&std::path::PathBuf::from(format!(
+        "/proc/{}/status",
+        g.child.id()
+    )));
+    let workers = edge_workers(g.child.id());
+    // HTTPS, HTTP and internal listeners, three workers each, numbered 0-2 and pinned
+    // round the allowed CPUs.
+    assert_eq!(workers.len(), 9, "{workers:?}");
+    for (i, cpus) in &workers {
+        assert!(*i < 3, "{workers:?}");
+        assert_eq!(*cpus, vec![allowed[i % allowed.len()]], "{workers:?}");
+    }
+    // And the edge serves with them (a host without a route: 404 from the edge itself).
+    let http = g.edge_http.as_str();
+    for _ in 0..6 {
+        let mut s = std::net::TcpStream::connect(http).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            b"GET / HTTP/1.1\r\nhost: nobody.test\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+    g.stop();
+
+    // Out of range or not a number: refused with the flag's name, before anything starts.
+    for bad in ["0", "257", "many", "-1"] {
+        let data = dir.path().join(format!("bad-{bad}"));
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["up", "--data", &data.display().to_string()])
+            .arg(format!("--edge-workers={bad}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            stderr(&out).contains("--edge-workers"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+        assert!(!data.exists(), "{bad}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
 fn edge_workers_are_pinned_one_per_cpu_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     // By default the scheduler places them: every worker may run on every allowed CPU.
