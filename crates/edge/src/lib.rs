@@ -127,57 +127,33 @@ pub async fn start(source: Arc<dyn Source>, cfg: EdgeConfig) -> Result<RunningEd
     let challenges = source.clone();
     public.serve_acme_challenges(Box::new(move |token| challenges.challenge(token)));
     let (stop, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
     // Every listener has as many workers, placed alike.
-    let workers = cfg
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let placement = if cfg.pin_workers {
-        proxy::Placement::pinned()
-    } else {
-        proxy::Placement::Float
+    let mut listening = Listening {
+        workers: cfg
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        placement: if cfg.pin_workers {
+            proxy::Placement::pinned()
+        } else {
+            proxy::Placement::Float
+        },
+        stop: rx.clone(),
+        tasks: Vec::new(),
     };
     let policy = effective_policy(generations.https_policy, cfg.https_policy);
     let https_tls =
         proxy::TlsConfig::new(tls::server_config_with_resolver(policy, resolver.clone())?);
-    let public_https = match cfg.public_https {
-        Some(addr) => {
-            listen(
-                Some(addr),
-                &public,
-                Some(https_tls.clone()),
-                workers,
-                &placement,
-                &rx,
-                &mut tasks,
-            )
-            .await?
-        }
-        None => None,
-    };
+    let public_https = listening
+        .listen(cfg.public_https, &public, Some(https_tls.clone()))
+        .await?;
     if let Some(a) = public_https {
         public.redirect_to_https(a.port());
     }
-    let public_http = listen(
-        cfg.public_http,
-        &public,
-        None,
-        workers,
-        &placement,
-        &rx,
-        &mut tasks,
-    )
-    .await?;
-    let internal = listen(
-        cfg.internal,
-        &internal_proxy,
-        None,
-        workers,
-        &placement,
-        &rx,
-        &mut tasks,
-    )
-    .await?;
+    let public_http = listening.listen(cfg.public_http, &public, None).await?;
+    let internal = listening
+        .listen(cfg.internal, &internal_proxy, None)
+        .await?;
+    let mut tasks = listening.tasks;
     let seen = Seen {
         routes: generations.routes,
         certs: if loaded.is_some() {
@@ -224,27 +200,37 @@ fn entries(list: Vec<certs::ServedCert>) -> Vec<CertEntry> {
     list.into_iter().filter_map(entry).collect()
 }
 
-/// Binds `addr` (if any) once per worker and serves `proxy` on it with one single-threaded
-/// worker runtime per socket (`Proxy::spawn_workers`); returns the bound address.
-async fn listen(
-    addr: Option<SocketAddr>,
-    proxy: &Arc<Proxy>,
-    tls: Option<Arc<proxy::TlsConfig>>,
+/// What the edge's listeners share: how many workers each gets and where they run, the
+/// stop signal, and the tasks that wait for their workers.
+struct Listening {
     workers: usize,
-    placement: &proxy::Placement,
-    stop: &watch::Receiver<bool>,
-    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Result<Option<SocketAddr>, EdgeError> {
-    let Some(addr) = addr else { return Ok(None) };
-    let bind_error = |source| EdgeError::Bind { addr, source };
-    let listeners = proxy::bind_workers(addr, workers).map_err(bind_error)?;
-    let local = listeners[0].local_addr().map_err(bind_error)?;
-    let drain = Duration::from_secs(10);
-    let workers = proxy
-        .spawn_workers(listeners, tls, stop.clone(), drain, placement.clone())
-        .map_err(bind_error)?;
-    tasks.push(tokio::spawn(workers.join()));
-    Ok(Some(local))
+    placement: proxy::Placement,
+    stop: watch::Receiver<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Listening {
+    /// Binds `addr` (if any) once per worker and serves `proxy` on it with one
+    /// single-threaded worker runtime per socket (`Proxy::spawn_workers`); returns the bound
+    /// address.
+    async fn listen(
+        &mut self,
+        addr: Option<SocketAddr>,
+        proxy: &Arc<Proxy>,
+        tls: Option<Arc<proxy::TlsConfig>>,
+    ) -> Result<Option<SocketAddr>, EdgeError> {
+        let Some(addr) = addr else { return Ok(None) };
+        let bind_error = |source| EdgeError::Bind { addr, source };
+        let listeners = proxy::bind_workers(addr, self.workers).map_err(bind_error)?;
+        let local = listeners[0].local_addr().map_err(bind_error)?;
+        let drain = Duration::from_secs(10);
+        let placement = self.placement.clone();
+        let workers = proxy
+            .spawn_workers(listeners, tls, self.stop.clone(), drain, placement)
+            .map_err(bind_error)?;
+        self.tasks.push(tokio::spawn(workers.join()));
+        Ok(Some(local))
+    }
 }
 
 /// The generations the current snapshots were built from (`-1`: not loaded yet).
