@@ -107,24 +107,27 @@ if [ "${BENCH_SPLIT:-}" = 1 ]; then
   SERVER_CPU=(taskset -c $((CPUS - 1)))
   WRK_CPU=(taskset -c "$([ "$CPUS" -eq 2 ] && echo 0 || echo "0-$((CPUS - 2))")")
 fi
+# Waits for COMMAND to succeed, trying every 10 ms at most TRIES times while process PID
+# lives; when it never does, prints NAME's log and ends the script.
+wait_ready() { # NAME LOG PID TRIES COMMAND...
+  local name=$1 log=$2 pid=$3 tries=$4
+  shift 4
+  for _ in $(seq 1 "$tries"); do
+    "$@" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  echo "$name did not become ready; its log:" >&2
+  cat "$log" >&2
+  exit 1
+}
+
 "${SERVER_CPU[@]}" "$BIN" up --data "$DATA" --api "127.0.0.1:$PORT" --http 127.0.0.1:0 --internal 127.0.0.1:0 \
   "${STORE_ARGS[@]}" >"$WORK/gantry.log" 2>&1 &
 PID=$!
-ready=
-for _ in $(seq 1 ${BENCH_READY_TRIES:-1000}); do # 10 s at most by default
-  if [ -f "$DATA/ca.pem" ] &&
-    curl -fsS --cacert "$DATA/ca.pem" "$API/v1/health" >/dev/null 2>&1; then
-    ready=1
-    break
-  fi
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.01
-done
-if [ -z "$ready" ]; then
-  echo "gantry did not become ready; its log:" >&2
-  cat "$WORK/gantry.log" >&2
-  exit 1
-fi
+gantry_health() { [ -f "$DATA/ca.pem" ] && curl -fsS --cacert "$DATA/ca.pem" "$API/v1/health"; }
+# 10 s at most by default
+wait_ready gantry "$WORK/gantry.log" "$PID" "${BENCH_READY_TRIES:-1000}" gantry_health
 
 # A P-256 certificate for 127.0.0.1 in DIR (key.pem, cert.pem), as gantry's own.
 self_signed() {
@@ -247,17 +250,7 @@ EOF
       curl -fsS --max-time 10 --cacert "$PEER_DIR/cert.pem" -X "$1" -H "X-Vault-Token: $PEER_TOKEN" \
         ${3:+-d "$3"} "$PEER_API$2"
     }
-    up=
-    for _ in $(seq 1 500); do # 10 s at most
-      bao GET /v1/sys/seal-status >/dev/null 2>&1 && up=1 && break
-      kill -0 "$PEER_PID" 2>/dev/null || break
-      sleep 0.02
-    done
-    if [ -z "$up" ]; then
-      echo "OpenBao did not start; its log:" >&2
-      cat "$PEER_DIR/server.log" >&2
-      exit 1
-    fi
+    wait_ready OpenBao "$PEER_DIR/server.log" "$PEER_PID" 1000 bao GET /v1/sys/seal-status
     init=$(bao PUT /v1/sys/init '{"secret_shares":1,"secret_threshold":1}')
     unseal_key=$(sed -n 's/.*"keys_base64":\["\([^"]*\)".*/\1/p' <<<"$init")
     PEER_TOKEN=$(sed -n 's/.*"root_token":"\([^"]*\)".*/\1/p' <<<"$init")
