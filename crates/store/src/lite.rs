@@ -131,6 +131,14 @@ pub(crate) struct WalSync {
 }
 
 impl WalSync {
+    /// A second handle on the same log, for syncing from another thread.
+    pub(crate) fn another(&self) -> WalSync {
+        WalSync {
+            path: self.path.clone(),
+            file: None,
+        }
+    }
+
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         let file = match &mut self.file {
             Some(f) => f,

@@ -11,7 +11,9 @@
 //! On SQLite the writer is a thread that owns its connection (`lite`): a batch runs there
 //! from its BEGIN to its COMMIT with no hand-off between threads. Its COMMIT writes the
 //! log without waiting for the disk; a second thread (`Syncer`) syncs the log and only
-//! then answers the batch, so the next batch runs while the disk works. On PostgreSQL it
+//! then answers the batch, so the next batch runs while the disk works. When no write
+//! waits at that moment, the writer syncs and answers the batch itself, sparing it the
+//! sync thread's wake-up. On PostgreSQL it
 //! is a task on a pooled connection. The batch itself is the same code for both
 //! (`run_batch`).
 //!
@@ -100,7 +102,7 @@ impl Writer {
         match lite {
             Some(lite) => {
                 let (mut conn, wal) = lite.connect_writer()?;
-                let (syncer, mut checkpointer) = match wal {
+                let (mut syncer, mut checkpointer) = match wal {
                     Some((wal, checkpointer)) => (Some(Syncer::spawn(wal)?), Some(checkpointer)),
                     None => (None, None),
                 };
@@ -112,9 +114,14 @@ impl Writer {
                             let guard = lock.blocking_lock();
                             let ended = write_lite(&mut conn, clock.as_ref(), batch);
                             drop(guard);
-                            match (&syncer, ended) {
+                            match (&mut syncer, ended) {
                                 (_, None) => {}
-                                // Committed: answered once the log is synced.
+                                // Committed: answered once the log is synced, here when no
+                                // write waits (no hand-off to wait for), else beside the
+                                // next batch.
+                                (Some(s), Some((answers, Ok(())))) if rx.is_empty() => {
+                                    s.sync_here(answers)
+                                }
                                 (Some(s), Some((answers, Ok(())))) => s.after_sync(answers),
                                 (_, Some((answers, result))) => answer(answers, result),
                             }
@@ -255,10 +262,13 @@ fn write_lite(
 /// is synced again from the start.
 struct Syncer {
     queue: std::sync::mpsc::Sender<Answers>,
+    /// The writer's own handle on the log, for `sync_here`.
+    wal: crate::lite::WalSync,
 }
 
 impl Syncer {
     fn spawn(mut wal: crate::lite::WalSync) -> Result<Syncer> {
+        let own = wal.another();
         let (queue, rx) = std::sync::mpsc::channel::<Answers>();
         std::thread::Builder::new()
             .name("store-sync".into())
@@ -267,18 +277,22 @@ impl Syncer {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let synced = wal.sync().map_err(|e| {
-                        tracing::error!(error = %e, "syncing the write-ahead log failed");
-                        format!("the disk did not take the write: {e}")
-                    });
+                    let synced = synced(&mut wal);
                     for answers in waiting {
-                        let result = synced.clone().map_err(StoreError::Unavailable);
-                        answer(answers, result);
+                        answer(answers, synced.clone().map_err(StoreError::Unavailable));
                     }
                 }
             })
             .map_err(|e| StoreError::Unavailable(format!("no sync thread: {e}")))?;
-        Ok(Syncer { queue })
+        Ok(Syncer { queue, wal: own })
+    }
+
+    /// Syncs the log on the calling (writer's) thread and answers `answers`: for a batch
+    /// no other write waits behind, where handing it to the sync thread would only add that
+    /// thread's wake-up to its latency.
+    fn sync_here(&mut self, answers: Answers) {
+        let result = synced(&mut self.wal).map_err(StoreError::Unavailable);
+        answer(answers, result);
     }
 
     /// Answers `answers` (of a committed batch) once the log is synced.
@@ -291,6 +305,14 @@ impl Syncer {
             );
         }
     }
+}
+
+/// Syncs the log; a failure is logged, and its message is every waiting caller's error.
+fn synced(wal: &mut crate::lite::WalSync) -> std::result::Result<(), String> {
+    wal.sync().map_err(|e| {
+        tracing::error!(error = %e, "syncing the write-ahead log failed");
+        format!("the disk did not take the write: {e}")
+    })
 }
 
 fn conn_autocommit(c: &Conn<'_>) -> bool {
